@@ -1,0 +1,23 @@
+# Sourced by scripts/serve and scripts/test: make .venv and install the project into it when needed.
+# Reinstalls only when pyproject.toml (or the extras asked for) changed since the last install.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LUNOGRAM_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+ensure_venv() {
+    local extras="$1" stamp want
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    fi
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT"/sdk/python/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)-$extras"
+    stamp="$VENV/.lunogram-installed"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "installing Lunogram into $VENV ..." >&2
+        local specs=("-e" "$ROOT$extras")
+        if [ -f "$ROOT/sdk/python/pyproject.toml" ]; then specs+=("-e" "$ROOT/sdk/python"); fi
+        "$VENV/bin/python" -m pip install --quiet "${specs[@]}"
+        echo "$want" > "$stamp"
+    fi
+}

@@ -1,0 +1,3 @@
+from lunogram_server.cli import main
+
+main()

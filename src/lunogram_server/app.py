@@ -1,0 +1,63 @@
+"""Builds the ASGI app: routers, error handlers, middleware and the lifespan that owns the pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from lunogram_server import __version__
+from lunogram_server.config import Settings
+from lunogram_server.db import open_pool
+from lunogram_server.http import admin, client, ops
+from lunogram_server.http.auth import KeyCache
+from lunogram_server.http.problems import install_handlers
+
+DESCRIPTION = """
+The Lunogram Client API (what the official JS and Go SDKs speak) and the operator API.
+
+Authenticate with `Authorization: Bearer <key>`. Errors are problem JSON: `{"title", "detail", "status"}`,
+where `detail` names the field and the rule. Limits: body <= 5 MiB, JSON depth <= 32.
+"""
+
+
+def build_app(settings: Settings, conninfo: str) -> FastAPI:
+    metrics = ops.HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await open_pool(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+        app.state.pool = pool
+        app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="Lunogram",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        strict_content_type=False,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_handlers(app)
+    app.include_router(client.router)
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Accept", "Authorization", "Content-Type", "Idempotency-Key"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    app.add_middleware(ops.MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,185 @@
+"""`lunogram`: serve, migrate, and manage projects and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lunogram_server.config import Settings, load_settings
+from lunogram_server.db.database import database
+from lunogram_server.logs import configure_logging
+from lunogram_server.projects import service as projects
+
+app = typer.Typer(help="Lunogram: a self-hostable customer-engagement platform.", no_args_is_help=True)
+projects_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+app.add_typer(keys_app, name="keys")
+console = Console()
+T = TypeVar("T")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Embedded PostgreSQL's directory.")]
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="Use this PostgreSQL instead.")]
+
+
+def _settings(data_dir: Path | None = None, database_url: str | None = None, **more: Any) -> Settings:
+    settings = load_settings().with_overrides(data_dir=data_dir, database_url=database_url, **more)
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def _with_db(settings: Settings, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    async def run(conninfo: str) -> T:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            return await work(conn)
+
+    with database(settings) as conninfo:
+        return asyncio.run(run(conninfo))
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    role: Annotated[str | None, typer.Option(help="all, api, worker or scheduler.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Start the server: HTTP API (and, later, workers and scheduler) on the embedded or given PostgreSQL."""
+    from lunogram_server.server import AlreadyRunning
+    from lunogram_server.server import serve as run_server
+
+    if role is not None and role not in ("all", "api", "worker", "scheduler"):
+        raise _fail(f"--role must be all, api, worker or scheduler, not {role!r}")
+    settings = _settings(data_dir, database_url, host=host, port=port, role=role)
+    try:
+        run_server(settings)
+    except AlreadyRunning as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Apply database migrations (serve does this at start too)."""
+    with database(_settings(data_dir, database_url)):
+        pass
+    console.print("database is up to date")
+
+
+@projects_app.command("create")
+def projects_create(name: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Create a project with one public and one secret key."""
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> list[projects.NewKey]:
+        if await projects.get_project(conn, name) is not None:
+            raise _fail(f"project {name!r} exists already")
+        async with conn.transaction():
+            project = await projects.create_project(conn, name)
+            made = [await projects.create_key(conn, project["id"], kind) for kind in ("public", "secret")]
+        return [k for k in made if k is not None]
+
+    for key in _with_db(_settings(data_dir, database_url), work):
+        console.print(f"{key.kind} key: {key.key}")
+    console.print(f"project {name!r} created; the keys are shown only now")
+
+
+@projects_app.command("list")
+def projects_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    rows = _with_db(_settings(data_dir, database_url), projects.list_projects)
+    table = Table("id", "name", "active keys", "created")
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], str(row["active_keys"]), row["created_at"].isoformat())
+    console.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project name.")] = "default",
+    public: Annotated[bool, typer.Option("--public/--secret", help="Public (browser) or secret key.")] = False,
+    allow: Annotated[
+        list[str] | None, typer.Option(help="Widen a public key: broadcast, delete or read. Repeatable.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label for listings.")] = "",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key; it is printed once and stored hashed."""
+    kind: projects.KeyKind = "public" if public else "secret"
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> projects.NewKey | None:
+        found = await projects.get_project(conn, project)
+        if found is None:
+            raise _fail(f"no project named {project!r}; see `lunogram projects list`")
+        try:
+            return await projects.create_key(conn, found["id"], kind, name=name, allow=allow or [])
+        except projects.InvalidKeyError as exc:
+            raise _fail(str(exc)) from None
+
+    new = _with_db(_settings(data_dir, database_url), work)
+    assert new is not None
+    console.print(new.key, soft_wrap=True, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+        project_id = None
+        if project is not None:
+            found = await projects.get_project(conn, project)
+            if found is None:
+                raise _fail(f"no project named {project!r}")
+            project_id = found["id"]
+        return await projects.list_keys(conn, project_id)
+
+    table = Table("id", "project", "kind", "prefix", "allow", "name", "created", "revoked")
+    for row in _with_db(_settings(data_dir, database_url), work):
+        revoked = row["revoked_at"].isoformat() if row["revoked_at"] else ""
+        table.add_row(
+            str(row["id"]), row["project"], row["kind"], row["key_prefix"], ",".join(row["allow"]),
+            row["name"], row["created_at"].isoformat(), revoked,
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id, its listed prefix, or the key itself.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key; servers stop accepting it within LUNOGRAM_KEY_CACHE_SECONDS."""
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+        return await projects.revoke_key(conn, key)
+
+    revoked = _with_db(_settings(data_dir, database_url), work)
+    if not revoked:
+        raise _fail(f"no active key matches {key!r}")
+    if len(revoked) > 1:
+        console.print(f"[yellow]note:[/yellow] {len(revoked)} keys matched and were revoked")
+    for row in revoked:
+        console.print(f"revoked {row['id']} ({row['key_prefix']}...)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""One Settings object for the whole server, read from the environment and overridden by CLI flags.
+
+Every knob an operator can turn lives here so that the README's configuration table and the code cannot
+drift apart: `docs/configuration.md` is generated from `SETTINGS_DOC`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+Role = Literal["all", "api", "worker", "scheduler"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Documented request limits (CONTRACT.md "Limits"); each is configurable."""
+
+    max_body_bytes: int = 5 * MIB
+    max_json_depth: int = 32
+    max_events_per_request: int = 1000
+    max_name_length: int = 255
+    max_identifiers: int = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+    data_dir: Path = Path(".lunogram")
+    role: Role = "all"
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    key_cache_seconds: float = 2.0
+    bootstrap_project: str = "default"
+    bootstrap_public_key: str | None = None
+    bootstrap_secret_key: str | None = None
+    log_level: str = "info"
+    log_json: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the server runs its own PostgreSQL instead of DATABASE_URL's."""
+        return not self.database_url
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def base_url(self) -> str:
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}/api"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields replaced, ignoring None (an unset CLI flag)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+# name, type, default, meaning -- rendered into docs/configuration.md and the README.
+SETTINGS_DOC: list[tuple[str, str, str]] = [
+    ("DATABASE_URL", "unset", "PostgreSQL >= 15 to use; unset starts an embedded PostgreSQL in the data dir"),
+    ("LUNOGRAM_DATA_DIR", ".lunogram", "where the embedded PostgreSQL keeps its files (`<dir>/pg`)"),
+    ("LUNOGRAM_HOST", "127.0.0.1", "address the HTTP API listens on (`--host`)"),
+    ("LUNOGRAM_PORT", "8080", "port the HTTP API listens on (`--port`)"),
+    ("LUNOGRAM_ROLE", "all", "`all`, `api`, `worker` or `scheduler` (`--role`)"),
+    ("LUNOGRAM_POOL_MIN_SIZE", "2", "database connections kept open"),
+    ("LUNOGRAM_POOL_MAX_SIZE", "20", "database connections at most"),
+    ("LUNOGRAM_KEY_CACHE_SECONDS", "2", "how long a verified API key is cached; a revocation takes this long"),
+    ("LUNOGRAM_BOOTSTRAP_PROJECT", "default", "name of the project created on first start"),
+    ("LUNOGRAM_BOOTSTRAP_PUBLIC_KEY", "unset", "pin the first public key (`pk_...`), for automation"),
+    ("LUNOGRAM_BOOTSTRAP_SECRET_KEY", "unset", "pin the first secret key (`sk_...`), for automation"),
+    ("LUNOGRAM_MAX_BODY_BYTES", "5242880", "largest request body; larger -> 413"),
+    ("LUNOGRAM_MAX_JSON_DEPTH", "32", "deepest JSON nesting accepted; deeper -> 400"),
+    ("LUNOGRAM_MAX_EVENTS_PER_REQUEST", "1000", "events in one batch; more -> 413"),
+    ("LUNOGRAM_MAX_NAME_LENGTH", "255", "longest event or schedule name"),
+    ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
+    ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
+]
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment; missing variables keep the defaults."""
+    env = dict(os.environ if environ is None else environ)
+    base = Settings()
+    limits = Limits(
+        max_body_bytes=int(env.get("LUNOGRAM_MAX_BODY_BYTES", base.limits.max_body_bytes)),
+        max_json_depth=int(env.get("LUNOGRAM_MAX_JSON_DEPTH", base.limits.max_json_depth)),
+        max_events_per_request=int(
+            env.get("LUNOGRAM_MAX_EVENTS_PER_REQUEST", base.limits.max_events_per_request)
+        ),
+        max_name_length=int(env.get("LUNOGRAM_MAX_NAME_LENGTH", base.limits.max_name_length)),
+    )
+    role = env.get("LUNOGRAM_ROLE", base.role)
+    if role not in ("all", "api", "worker", "scheduler"):
+        raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
+    return Settings(
+        host=env.get("LUNOGRAM_HOST", base.host),
+        port=int(env.get("LUNOGRAM_PORT", base.port)),
+        database_url=env.get("DATABASE_URL") or None,
+        data_dir=Path(env.get("LUNOGRAM_DATA_DIR", str(base.data_dir))),
+        role=role,  # type: ignore[arg-type]
+        pool_min_size=int(env.get("LUNOGRAM_POOL_MIN_SIZE", base.pool_min_size)),
+        pool_max_size=int(env.get("LUNOGRAM_POOL_MAX_SIZE", base.pool_max_size)),
+        key_cache_seconds=float(env.get("LUNOGRAM_KEY_CACHE_SECONDS", base.key_cache_seconds)),
+        bootstrap_project=env.get("LUNOGRAM_BOOTSTRAP_PROJECT", base.bootstrap_project),
+        bootstrap_public_key=env.get("LUNOGRAM_BOOTSTRAP_PUBLIC_KEY") or None,
+        bootstrap_secret_key=env.get("LUNOGRAM_BOOTSTRAP_SECRET_KEY") or None,
+        log_level=env.get("LUNOGRAM_LOG_LEVEL", base.log_level),
+        log_json=_env_bool(env.get("LUNOGRAM_LOG_JSON", "false")),
+        limits=limits,
+    )

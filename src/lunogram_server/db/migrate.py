@@ -1,0 +1,78 @@
+"""Schema migrations (numbered files, applied once each) and routines (SQL functions, re-installed each time).
+
+Both run under one advisory lock, so any number of processes may start at once against one database.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from lunogram_server.db.queries import read_sql
+
+_LOCK_KEY = 0x4C756E6F  # "Luno"
+_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+# Identity resolution is one template rendered for each kind of profile.
+_IDENTITY_KINDS = [
+    {"entity": "user", "entities": "users", "identifiers": "user_identifiers", "merge": "lunogram_merge_users"},
+    {
+        "entity": "organization",
+        "entities": "organizations",
+        "identifiers": "organization_identifiers",
+        "merge": "lunogram_merge_organizations",
+    },
+]
+# Routines in install order; each file is CREATE OR REPLACE only.
+_ROUTINES = [("lunogram_server.users", "functions.sql"), ("lunogram_server.organizations", "functions.sql")]
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    root = resources.files("lunogram_server.db").joinpath("migrations")
+    found = []
+    for entry in root.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _routines() -> list[sql.Composed | sql.SQL]:
+    template = read_sql("lunogram_server.identity", "resolve.sql")
+    rendered: list[sql.Composed | sql.SQL] = [
+        sql.SQL(template).format(**{k: sql.SQL(v) for k, v in kind.items()}) for kind in _IDENTITY_KINDS
+    ]
+    rendered += [sql.SQL(read_sql(package, name)) for package, name in _ROUTINES]
+    return rendered
+
+
+def migrate(conninfo: str) -> list[str]:
+    """Bring the database up to date; returns the names of the migrations applied now."""
+    applied: list[str] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, text in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(text.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                    )
+                applied.append(f"{version:04d}_{name}")
+            with conn.transaction():
+                for routine in _routines():
+                    conn.execute(routine)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied

@@ -1,0 +1,72 @@
+"""/api/admin: operator reads (secret keys, or public keys widened with `read`). Project-scoped like all else."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from lunogram_server.http.auth import Reader
+from lunogram_server.http.body import LimitedRoute
+from lunogram_server.http.client import ERRORS, PROBLEM, json_response
+from lunogram_server.http.problems import ProblemError
+from lunogram_server.identity import DEFAULT_SOURCE
+from lunogram_server.organizations import service as organizations
+from lunogram_server.organizations.models import OrganizationDetail
+from lunogram_server.users import service as users
+from lunogram_server.users.models import UserDetail
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=LimitedRoute)
+READ_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM}
+
+Source = Annotated[str, Query(min_length=1, max_length=255, pattern=r"^[^\x00]+$")]
+ExternalId = Annotated[str, Query(min_length=1, max_length=512, pattern=r"^[^\x00]+$")]
+
+
+def _found(text: str | None, what: str) -> Response:
+    if text is None:
+        raise ProblemError(404, f"{what}: not found in this project")
+    return json_response(text)
+
+
+@router.get("/users/{user_id}", response_model=UserDetail, responses=READ_ERRORS, summary="A user by id")
+async def get_user(user_id: UUID, auth: Reader, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return _found(await users.detail(conn, auth.project_id, user_id=user_id), f"user {user_id}")
+
+
+@router.get("/users", response_model=UserDetail, responses=READ_ERRORS, summary="A user by external id")
+async def find_user(
+    auth: Reader, request: Request, external_id: ExternalId, source: Source = DEFAULT_SOURCE
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await users.detail(conn, auth.project_id, source=source, external_id=external_id)
+    return _found(text, f"user with {source}:{external_id}")
+
+
+@router.get(
+    "/organizations/{organization_id}",
+    response_model=OrganizationDetail,
+    responses=READ_ERRORS,
+    summary="An organization by id",
+)
+async def get_organization(organization_id: UUID, auth: Reader, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await organizations.detail(conn, auth.project_id, organization_id=organization_id)
+    return _found(text, f"organization {organization_id}")
+
+
+@router.get(
+    "/organizations",
+    response_model=OrganizationDetail,
+    responses=READ_ERRORS,
+    summary="An organization by external id",
+)
+async def find_organization(
+    auth: Reader, request: Request, external_id: ExternalId, source: Source = DEFAULT_SOURCE
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await organizations.detail(conn, auth.project_id, source=source, external_id=external_id)
+    return _found(text, f"organization with {source}:{external_id}")

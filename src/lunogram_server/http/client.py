@@ -1,0 +1,86 @@
+"""/api/client: the routes the Lunogram SDKs speak (CONTRACT.md "Routes"). Thin: validate, call a service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from lunogram_server.http.auth import Deleter, Writer
+from lunogram_server.http.body import LimitedRoute
+from lunogram_server.http.problems import ProblemError
+from lunogram_server.identity import IdentifierRef
+from lunogram_server.organizations import service as organizations
+from lunogram_server.organizations.models import AddMember, Organization, RemoveMember, UpsertOrganization
+from lunogram_server.users import service as users
+from lunogram_server.users.models import UpsertUser, User
+
+router = APIRouter(prefix="/api/client", tags=["client"], route_class=LimitedRoute)
+
+PROBLEM = {"description": "problem JSON: `{title, detail, status}`"}
+ERRORS: dict[int | str, dict[str, str]] = {s: PROBLEM for s in (400, 401, 403, 413, 415)}
+DELETE_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM}
+
+
+def json_response(text: str, status: int = 200) -> Response:
+    return Response(text.encode(), status_code=status, media_type="application/json")
+
+
+@router.post("/users", response_model=User, responses=ERRORS, summary="Create or update a user")
+async def upsert_user(body: UpsertUser, auth: Writer, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return json_response(await users.upsert(conn, auth.project_id, body))
+
+
+@router.delete("/users", status_code=204, responses=DELETE_ERRORS, summary="Delete a user")
+async def delete_user(body: IdentifierRef, auth: Deleter, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        if await users.delete(conn, auth.project_id, body.identifier) == 0:
+            raise ProblemError(404, "identifier: no user in this project has these identifiers")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/organizations", response_model=Organization, responses=ERRORS, summary="Create or update an organization"
+)
+async def upsert_organization(body: UpsertOrganization, auth: Writer, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return json_response(await organizations.upsert(conn, auth.project_id, body))
+
+
+@router.delete("/organizations", status_code=204, responses=DELETE_ERRORS, summary="Delete an organization")
+async def delete_organization(body: IdentifierRef, auth: Deleter, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        if await organizations.delete(conn, auth.project_id, body.identifier) == 0:
+            raise ProblemError(404, "identifier: no organization in this project has these identifiers")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/organizations/users",
+    status_code=200,
+    response_class=Response,
+    responses={200: {"description": "membership stored (no body)"}, **ERRORS},
+    summary="Add a user to an organization",
+)
+async def add_member(body: AddMember, auth: Writer, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        await organizations.add_member(conn, auth.project_id, body)
+    return Response(status_code=200)
+
+
+_MISSING = {
+    "organization": "organization.identifier: no organization in this project has these identifiers",
+    "user": "user.identifier: no user in this project has these identifiers",
+    "membership": "the user is not a member of the organization",
+}
+
+
+@router.delete(
+    "/organizations/users", status_code=204, responses=DELETE_ERRORS, summary="Remove a user from an organization"
+)
+async def remove_member(body: RemoveMember, auth: Deleter, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        outcome = await organizations.remove_member(conn, auth.project_id, body)
+    if outcome != "removed":
+        raise ProblemError(404, _MISSING[outcome])
+    return Response(status_code=204)

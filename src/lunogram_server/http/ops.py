@@ -1,0 +1,95 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the middleware that measures every request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+router = APIRouter(tags=["operations"])
+
+
+class HttpMetrics:
+    """The server's own registry, so two apps in one process (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lunogram_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "lunogram_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): counts and times requests by route template, not raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the database answers", responses={503: {"description": "not ready"}})
+async def readyz(request: Request) -> Response:
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # any failure to reach the database means not ready
+        return Response(
+            f'{{"status":"unavailable","detail":"database: {type(exc).__name__}"}}',
+            status_code=503,
+            media_type="application/json",
+        )
+    return Response(b'{"status":"ready"}', media_type="application/json")
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics.registry
+    pool: Any = request.app.state.pool
+    stats = pool.get_stats()
+    lines = [
+        "# HELP lunogram_db_pool_connections Database connections by state",
+        "# TYPE lunogram_db_pool_connections gauge",
+        f'lunogram_db_pool_connections{{state="open"}} {stats.get("pool_size", 0)}',
+        f'lunogram_db_pool_connections{{state="available"}} {stats.get("pool_available", 0)}',
+        f'lunogram_db_pool_connections{{state="waiting_requests"}} {stats.get("requests_waiting", 0)}',
+    ]
+    body = generate_latest(registry) + ("\n".join(lines) + "\n").encode()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+-- Identity resolution, one definition for both kinds of profile.
+-- This file is a template: {entity} is `user` or `organization`, {entities} the table, {identifiers} the
+-- identifier table, {merge} the kind's merge function. (No literal braces below this line.)
+--
+-- lunogram_resolve_{entity}(project, identifiers, create) -> (entity_id, changed)
+--   identifiers: jsonb array of normalised ExternalIDs (source, external_id, metadata), deduplicated.
+--   create = true  (writes): match no one -> create with all identifiers; one -> attach missing identifiers
+--                  and merge metadata; several -> merge them into one survivor, then attach.
+--   create = false (lookups, deletes): return every matching profile, change nothing.
+-- Concurrency: transaction-scoped advisory locks on every identifier, taken in a fixed order, serialise
+-- resolutions that share an identifier, so fifty concurrent upserts of one new identifier create one
+-- profile; the unique (project_id, source, external_id) constraint is the backstop.
+CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(p_project uuid, p_identifiers jsonb, p_create boolean)
+RETURNS TABLE (entity_id uuid, changed boolean)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids uuid[];
+    v_survivor uuid;
+    v_changed boolean := false;
+    v_count integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(k.h)
+    FROM (
+        SELECT DISTINCT hashtextextended(
+            p_project::text || ':{entity}:' || (i ->> 'source') || ':' || (i ->> 'external_id'), 0) AS h
+        FROM jsonb_array_elements(p_identifiers) AS i
+        ORDER BY 1
+    ) AS k;
+
+    SELECT array_agg(DISTINCT x.{entity}_id) INTO v_ids
+    FROM jsonb_array_elements(p_identifiers) AS i
+    JOIN {identifiers} AS x
+      ON x.project_id = p_project AND x.source = i ->> 'source' AND x.external_id = i ->> 'external_id';
+
+    IF NOT p_create THEN
+        RETURN QUERY SELECT u.id, false FROM unnest(v_ids) AS u(id);
+        RETURN;
+    END IF;
+
+    IF v_ids IS NULL THEN
+        INSERT INTO {entities} (project_id) VALUES (p_project) RETURNING id INTO v_survivor;
+        v_changed := true;
+    ELSIF cardinality(v_ids) = 1 THEN
+        v_survivor := v_ids[1];
+    ELSE
+        -- Deterministic survivor: a profile with a non-anonymous identifier beats an anonymous-only one;
+        -- then the oldest; then the smallest id.
+        SELECT e.id INTO v_survivor
+        FROM {entities} AS e
+        WHERE e.id = ANY (v_ids)
+        ORDER BY NOT EXISTS (
+                     SELECT 1 FROM {identifiers} AS a
+                     WHERE a.{entity}_id = e.id AND a.source <> 'anonymous'),
+                 e.created_at, e.id
+        LIMIT 1;
+        PERFORM {merge}(p_project, v_survivor, array_remove(v_ids, v_survivor));
+        v_changed := true;
+    END IF;
+
+    INSERT INTO {identifiers} AS x (project_id, {entity}_id, source, external_id, metadata)
+    SELECT p_project, v_survivor, i ->> 'source', i ->> 'external_id',
+           coalesce(i -> 'metadata', jsonb_build_object())
+    FROM jsonb_array_elements(p_identifiers) AS i
+    ON CONFLICT (project_id, source, external_id) DO UPDATE
+        SET metadata = x.metadata || excluded.metadata, updated_at = now()
+        WHERE x.metadata IS DISTINCT FROM x.metadata || excluded.metadata;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    RETURN QUERY SELECT v_survivor, v_changed OR v_count > 0;
+END
+$fn$;

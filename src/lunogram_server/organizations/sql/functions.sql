@@ -1,0 +1,137 @@
+-- Organizations and memberships: merge, upsert, delete, add/remove member, and the API's JSON.
+-- Installed (CREATE OR REPLACE) at every migrate; see users/sql/functions.sql for the conventions.
+
+CREATE OR REPLACE FUNCTION lunogram_organization_json(p_org uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $fn$
+    SELECT jsonb_build_object(
+        'id', o.id,
+        'project_id', o.project_id,
+        'identifier', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', i.id, 'source', i.source, 'external_id', i.external_id,
+                       'metadata', i.metadata, 'created_at', i.created_at, 'updated_at', i.updated_at)
+                   ORDER BY i.created_at, i.id)
+            FROM organization_identifiers AS i WHERE i.organization_id = o.id), '[]'::jsonb),
+        'name', o.name,
+        'data', o.data,
+        'version', o.version,
+        'created_at', o.created_at,
+        'updated_at', o.updated_at)
+    FROM organizations AS o WHERE o.id = p_org
+$fn$;
+
+-- Fold p_losers into p_survivor: identifiers, data (survivor's keys win), name, memberships.
+CREATE OR REPLACE FUNCTION lunogram_merge_organizations(p_project uuid, p_survivor uuid, p_losers uuid[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_loser organizations%ROWTYPE;
+BEGIN
+    FOR v_loser IN
+        SELECT * FROM organizations WHERE id = ANY (p_losers) AND project_id = p_project
+        ORDER BY created_at, id
+        FOR UPDATE
+    LOOP
+        INSERT INTO organization_merges (project_id, survivor_id, merged_id, identifiers, data)
+        VALUES (p_project, p_survivor, v_loser.id,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('source', source, 'external_id', external_id))
+                          FROM organization_identifiers WHERE organization_id = v_loser.id), '[]'::jsonb),
+                v_loser.data);
+
+        UPDATE organization_identifiers SET organization_id = p_survivor, updated_at = now()
+        WHERE organization_id = v_loser.id;
+
+        INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
+        SELECT project_id, p_survivor, user_id, data, created_at, now()
+        FROM organization_members WHERE organization_id = v_loser.id
+        ON CONFLICT (organization_id, user_id) DO UPDATE
+            SET data = excluded.data || organization_members.data, updated_at = now();
+
+        UPDATE organizations AS s SET
+            data = v_loser.data || s.data,
+            name = coalesce(s.name, v_loser.name),
+            created_at = least(s.created_at, v_loser.created_at),
+            version = s.version + 1,
+            updated_at = now()
+        WHERE s.id = p_survivor;
+
+        DELETE FROM organizations WHERE id = v_loser.id;
+    END LOOP;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION lunogram_upsert_organization(p_project uuid, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_id uuid;
+    v_changed boolean;
+    v_old organizations%ROWTYPE;
+    v_new organizations%ROWTYPE;
+BEGIN
+    SELECT entity_id, changed INTO v_id, v_changed
+    FROM lunogram_resolve_organization(p_project, p_identifiers, true);
+    SELECT * INTO v_old FROM organizations WHERE id = v_id FOR UPDATE;
+    v_new := v_old;
+    IF p_fields ? 'name' THEN v_new.name := p_fields ->> 'name'; END IF;
+    IF jsonb_typeof(p_fields -> 'data') = 'object' THEN v_new.data := v_old.data || (p_fields -> 'data'); END IF;
+
+    IF v_changed OR (v_new.name, v_new.data) IS DISTINCT FROM (v_old.name, v_old.data) THEN
+        UPDATE organizations SET
+            name = v_new.name, data = v_new.data,
+            version = CASE WHEN v_old.created_at = now() AND v_old.version = 1 THEN 1 ELSE version + 1 END,
+            updated_at = now()
+        WHERE id = v_id;
+    END IF;
+    RETURN lunogram_organization_json(v_id);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION lunogram_delete_organization(p_project uuid, p_identifiers jsonb)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids uuid[];
+    v_count integer;
+BEGIN
+    v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_identifiers, false));
+    DELETE FROM organizations WHERE project_id = p_project AND id = ANY (v_ids);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$fn$;
+
+-- Add (or update) a membership; a user or organization that does not exist yet is created, so nothing
+-- sent is dropped. Membership data merges at the top level like profile data.
+CREATE OR REPLACE FUNCTION lunogram_add_member(
+    p_project uuid, p_org_identifiers jsonb, p_user_identifiers jsonb, p_data jsonb)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_org uuid;
+    v_user uuid;
+BEGIN
+    SELECT entity_id INTO v_org FROM lunogram_resolve_organization(p_project, p_org_identifiers, true);
+    SELECT entity_id INTO v_user FROM lunogram_resolve_user(p_project, p_user_identifiers, true);
+    INSERT INTO organization_members AS m (project_id, organization_id, user_id, data)
+    VALUES (p_project, v_org, v_user, coalesce(p_data, jsonb_build_object()))
+    ON CONFLICT (organization_id, user_id) DO UPDATE
+        SET data = m.data || excluded.data, updated_at = now();
+END
+$fn$;
+
+-- Remove a membership. Returns 'removed', or what was missing: 'organization', 'user' or 'membership'.
+CREATE OR REPLACE FUNCTION lunogram_remove_member(
+    p_project uuid, p_org_identifiers jsonb, p_user_identifiers jsonb)
+RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_orgs uuid[];
+    v_users uuid[];
+    v_count integer;
+BEGIN
+    v_orgs := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_org_identifiers, false));
+    IF cardinality(v_orgs) = 0 THEN RETURN 'organization'; END IF;
+    v_users := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_user_identifiers, false));
+    IF cardinality(v_users) = 0 THEN RETURN 'user'; END IF;
+    DELETE FROM organization_members
+    WHERE organization_id = ANY (v_orgs) AND user_id = ANY (v_users);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN CASE WHEN v_count > 0 THEN 'removed' ELSE 'membership' END;
+END
+$fn$;

@@ -1,0 +1,153 @@
+"""`lunogram serve`: database (embedded or DATABASE_URL), migrations, first-start keys, then the HTTP API.
+
+A lock file in the data directory (flock, so the kernel releases it when the process dies, `kill -9`
+included) stops two servers from sharing one embedded PostgreSQL; a leftover lock from a killed server is
+simply taken over, and so is the PostgreSQL it left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+import structlog
+import uvicorn
+
+from lunogram_server.app import build_app
+from lunogram_server.config import Settings
+from lunogram_server.db.embedded import EmbeddedPostgres
+from lunogram_server.db.migrate import migrate
+from lunogram_server.projects.service import Bootstrap, bootstrap
+
+log = structlog.get_logger("lunogram.server")
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "serve.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(
+            f"another `lunogram serve` (pid {holder}) is using {data_dir}; stop it or pass --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+async def _bootstrap(conninfo: str, settings: Settings) -> Bootstrap | None:
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        return await bootstrap(
+            conn,
+            settings.bootstrap_project,
+            public_key=settings.bootstrap_public_key,
+            secret_key=settings.bootstrap_secret_key,
+        )
+
+
+def banner(settings: Settings, boot: Bootstrap | None, out: TextIO) -> None:
+    root = settings.base_url.removesuffix("/api")
+    lines = [
+        "",
+        "Lunogram is running.",
+        f"  API base URL : {settings.base_url}",
+        f"  API docs     : {root}/docs",
+        f"  Health       : {root}/healthz   Metrics: {root}/metrics",
+    ]
+    if boot is not None and boot.new_keys:
+        lines.append(f"  Project      : {boot.project['name']} ({boot.project['id']})")
+        for key in boot.new_keys:
+            label = "Public key " if key.kind == "public" else "Secret key "
+            use = "browser-safe" if key.kind == "public" else "server-side only"
+            lines.append(f"  {label}  : {key.key}   ({use})")
+        lines.append("  Keys are stored hashed and shown only now: keep them.")
+    else:
+        lines.append("  API keys     : stored hashed; `lunogram keys list` lists them, `lunogram keys create` adds one")
+    lines += [
+        "",
+        "  Try it:",
+        f"    curl -s {settings.base_url}/client/users -H 'Authorization: Bearer <secret key>' \\",
+        "      -H 'Content-Type: application/json' -d '{\"identifier\":[{\"external_id\":\"user_123\"}]}'",
+        "",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
+    app = build_app(settings, conninfo)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started and not server.should_exit:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.05)
+        if server.started:
+            banner(settings, boot, sys.stdout)
+
+    task = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        task.cancel()
+    if not server.started:
+        raise SystemExit(f"could not listen on {settings.host}:{settings.port}")
+
+
+def _run_uvloop(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(coro)
+
+
+def serve(settings: Settings) -> None:
+    if settings.database_url:
+        migrate(settings.database_url)
+        boot = asyncio.run(_bootstrap(settings.database_url, settings))
+        _run_uvloop(_serve(settings, settings.database_url, boot))
+        return
+    with data_dir_lock(settings.data_dir):
+        embedded = EmbeddedPostgres(settings.pg_dir)
+        conninfo, _ = embedded.start()
+        try:
+            migrate(conninfo)
+            boot = asyncio.run(_bootstrap(conninfo, settings))
+            _run_uvloop(_serve(settings, conninfo, boot))
+        finally:
+            log.info("stopping embedded PostgreSQL", data_dir=str(settings.pg_dir))
+            embedded.stop()

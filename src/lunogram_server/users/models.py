@@ -1,0 +1,107 @@
+"""Request and response shapes of the user routes (CONTRACT.md "Shapes")."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Any
+from uuid import UUID
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel
+
+from lunogram_server.identity import Identifiers, StrictModel
+
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+# BCP 47: language, optional script, optional region, optional variants (e.g. en, es-MX, zh-Hant-TW).
+BCP47 = re.compile(
+    r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?(-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$"
+)
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not a valid email address ({exc})") from None
+
+
+def _phone(value: str) -> str:
+    if not E164.match(value):
+        raise ValueError("must be an E.164 phone number: + and 2 to 15 digits, e.g. +31612345678")
+    return value
+
+
+def _timezone(value: str) -> str:
+    if value not in _timezones():
+        raise ValueError("must be an IANA timezone name, e.g. America/Chicago")
+    return value
+
+
+def _locale(value: str) -> str:
+    value = value.replace("_", "-")
+    if len(value) > 35 or not BCP47.match(value):
+        raise ValueError("must be a BCP 47 language tag, e.g. en or es-MX")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+Phone = Annotated[str, AfterValidator(_phone)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+Locale = Annotated[str, AfterValidator(_locale)]
+
+
+class UpsertUser(StrictModel):
+    """Omitted fields keep their value, null clears one, `data` merges into the stored data (top level)."""
+
+    identifier: Identifiers
+    email: Email | None = None
+    phone: Phone | None = None
+    timezone: Timezone | None = None
+    locale: Locale | None = None
+    data: dict[str, Any] | None = None
+
+
+class ExternalIDOut(BaseModel):
+    id: UUID
+    source: str
+    external_id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class User(BaseModel):
+    id: UUID
+    project_id: UUID
+    identifier: list[ExternalIDOut]
+    email: str | None
+    phone: str | None
+    data: dict[str, Any]
+    timezone: str | None
+    locale: str | None
+    has_push_device: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Membership(BaseModel):
+    organization_id: UUID
+    organization_name: str | None
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserDetail(User):
+    """The admin view: the user plus its organization memberships."""
+
+    memberships: list[Membership]

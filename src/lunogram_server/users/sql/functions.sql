@@ -1,0 +1,120 @@
+-- Users: merge, upsert, delete and the JSON the API returns. Installed (CREATE OR REPLACE) at every migrate.
+-- Each call is one statement, hence one transaction and one round trip; inside, every statement sees the
+-- previous one's writes, which a single multi-CTE statement would not.
+
+-- The User object of the Client API (CONTRACT.md "Shapes").
+CREATE OR REPLACE FUNCTION lunogram_user_json(p_user uuid) RETURNS jsonb
+LANGUAGE sql STABLE AS $fn$
+    SELECT jsonb_build_object(
+        'id', u.id,
+        'project_id', u.project_id,
+        'identifier', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', i.id, 'source', i.source, 'external_id', i.external_id,
+                       'metadata', i.metadata, 'created_at', i.created_at, 'updated_at', i.updated_at)
+                   ORDER BY i.created_at, i.id)
+            FROM user_identifiers AS i WHERE i.user_id = u.id), '[]'::jsonb),
+        'email', u.email,
+        'phone', u.phone,
+        'data', u.data,
+        'timezone', u.timezone,
+        'locale', u.locale,
+        'has_push_device', u.has_push_device,
+        'version', u.version,
+        'created_at', u.created_at,
+        'updated_at', u.updated_at)
+    FROM users AS u WHERE u.id = p_user
+$fn$;
+
+-- Fold p_losers into p_survivor: identifiers, data (the survivor's keys win, then older losers' over newer),
+-- contact fields the survivor lacks, organization memberships (the survivor's membership data wins).
+-- Each merge is recorded in user_merges. Later features that hang rows on a user move them here too.
+CREATE OR REPLACE FUNCTION lunogram_merge_users(p_project uuid, p_survivor uuid, p_losers uuid[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_loser users%ROWTYPE;
+BEGIN
+    FOR v_loser IN
+        SELECT * FROM users WHERE id = ANY (p_losers) AND project_id = p_project
+        ORDER BY created_at, id
+        FOR UPDATE
+    LOOP
+        INSERT INTO user_merges (project_id, survivor_id, merged_id, identifiers, data)
+        VALUES (p_project, p_survivor, v_loser.id,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('source', source, 'external_id', external_id))
+                          FROM user_identifiers WHERE user_id = v_loser.id), '[]'::jsonb),
+                v_loser.data);
+
+        UPDATE user_identifiers SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
+
+        INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
+        SELECT project_id, organization_id, p_survivor, data, created_at, now()
+        FROM organization_members WHERE user_id = v_loser.id
+        ON CONFLICT (organization_id, user_id) DO UPDATE
+            SET data = excluded.data || organization_members.data, updated_at = now();
+
+        UPDATE users AS s SET
+            data = v_loser.data || s.data,
+            email = coalesce(s.email, v_loser.email),
+            phone = coalesce(s.phone, v_loser.phone),
+            timezone = coalesce(s.timezone, v_loser.timezone),
+            locale = coalesce(s.locale, v_loser.locale),
+            has_push_device = s.has_push_device OR v_loser.has_push_device,
+            created_at = least(s.created_at, v_loser.created_at),
+            version = s.version + 1,
+            updated_at = now()
+        WHERE s.id = p_survivor;
+
+        DELETE FROM users WHERE id = v_loser.id;
+    END LOOP;
+END
+$fn$;
+
+-- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields. `data` merges into
+-- the stored data at the top level; a field given as null clears it; an omitted field keeps its value.
+-- version goes up by one when anything changed, and only then.
+CREATE OR REPLACE FUNCTION lunogram_upsert_user(p_project uuid, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_id uuid;
+    v_changed boolean;
+    v_old users%ROWTYPE;
+    v_new users%ROWTYPE;
+BEGIN
+    SELECT entity_id, changed INTO v_id, v_changed FROM lunogram_resolve_user(p_project, p_identifiers, true);
+    SELECT * INTO v_old FROM users WHERE id = v_id FOR UPDATE;
+    v_new := v_old;
+    IF p_fields ? 'email' THEN v_new.email := p_fields ->> 'email'; END IF;
+    IF p_fields ? 'phone' THEN v_new.phone := p_fields ->> 'phone'; END IF;
+    IF p_fields ? 'timezone' THEN v_new.timezone := p_fields ->> 'timezone'; END IF;
+    IF p_fields ? 'locale' THEN v_new.locale := p_fields ->> 'locale'; END IF;
+    IF jsonb_typeof(p_fields -> 'data') = 'object' THEN v_new.data := v_old.data || (p_fields -> 'data'); END IF;
+
+    IF v_changed OR (v_new.email, v_new.phone, v_new.timezone, v_new.locale, v_new.data)
+                    IS DISTINCT FROM (v_old.email, v_old.phone, v_old.timezone, v_old.locale, v_old.data) THEN
+        UPDATE users SET
+            email = v_new.email, phone = v_new.phone, timezone = v_new.timezone, locale = v_new.locale,
+            data = v_new.data,
+            -- a profile created by this call keeps version 1
+            version = CASE WHEN v_old.created_at = now() AND v_old.version = 1 THEN 1 ELSE version + 1 END,
+            updated_at = now()
+        WHERE id = v_id;
+    END IF;
+    RETURN lunogram_user_json(v_id);
+END
+$fn$;
+
+-- Delete every user the identifiers name; returns how many were deleted (0 -> 404).
+CREATE OR REPLACE FUNCTION lunogram_delete_user(p_project uuid, p_identifiers jsonb)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids uuid[];
+    v_count integer;
+BEGIN
+    -- two statements: the DELETE must take its snapshot after resolve has waited for the identifier locks
+    v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_identifiers, false));
+    DELETE FROM users WHERE project_id = p_project AND id = ANY (v_ids);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$fn$;
