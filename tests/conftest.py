@@ -1,0 +1,88 @@
+"""Test fixtures: one real embedded PostgreSQL per session and real `lunogram serve` processes on loopback.
+
+Nothing here mocks our storage. Each server gets a database of its own; tests that share the session
+server isolate themselves with unique identifiers (`helpers.uid()`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from helpers import PUBLIC_KEY, SECRET_KEY, PgCluster, Server, free_port
+from lunogram_server.db.embedded import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    root = Path(tempfile.mkdtemp(prefix="lunogram-test-pg-"))
+    root.chmod(0o755)
+    # fsync off: these tests kill our processes, never the machine, so durability to disk is not under test
+    embedded = EmbeddedPostgres(root / "pg", settings={"fsync": "off", "max_connections": "300"})
+    embedded.start()
+    try:
+        yield PgCluster(embedded)
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def server_factory(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start servers on fresh databases (or on a given DATABASE_URL / data dir); all stopped at session end."""
+    started: list[Server] = []
+
+    def make(database_url: str | None = None, extra_env: dict[str, str] | None = None, start: bool = True) -> Server:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("LUNOGRAM_") and k != "DATABASE_URL"
+        }
+        env.update(
+            DATABASE_URL=database_url or pg.new_database(),
+            LUNOGRAM_BOOTSTRAP_PUBLIC_KEY=PUBLIC_KEY,
+            LUNOGRAM_BOOTSTRAP_SECRET_KEY=SECRET_KEY,
+            LUNOGRAM_KEY_CACHE_SECONDS="0.2",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra_env or {})
+        if env.get("DATABASE_URL") == "":
+            del env["DATABASE_URL"]
+        log = tmp_path_factory.mktemp("server") / "serve.log"
+        server = Server(port=free_port(), env=env, log_path=log)
+        started.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in started:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: Callable[..., Server]) -> Server:
+    """The shared server most tests talk to."""
+    return server_factory()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture
+def public_client(server: Server) -> Iterator[httpx.Client]:
+    with server.client(server.public_key) as c:
+        yield c
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[psycopg.Connection[Any]]:
+    """A direct connection to the shared server's database, for assertions the API cannot make."""
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,136 @@
+"""Helpers shared by the tests: unique ids, polling, and handles on real servers and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from lunogram_server.db.embedded import EmbeddedPostgres
+
+PUBLIC_KEY = "pk_test_public_key_0123456789"
+SECRET_KEY = "sk_test_secret_key_0123456789"
+
+
+def uid(prefix: str = "u") -> str:
+    """A fresh external id, so tests sharing a server never see each other's profiles."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@dataclass
+class PgCluster:
+    embedded: EmbeddedPostgres
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def new_database(self) -> str:
+        name = f"test_{os.getpid()}_{next(self.counter)}"
+        with psycopg.connect(self.embedded.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.embedded.conninfo(name)
+
+
+@dataclass
+class Server:
+    """A running `lunogram serve` subprocess."""
+
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    public_key: str = PUBLIC_KEY
+    secret_key: str = SECRET_KEY
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/api"
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("DATABASE_URL", "")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 60.0) -> Server:
+        handle = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lunogram_server", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        handle.close()
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.root_url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=timeout, what="server readiness")
+        # the banner is printed right after the listener is up
+        wait_until(lambda: "Lunogram is running" in self.log(), timeout=10, what="banner")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {key or self.secret_key}"},
+            timeout=30,
+        )
+
+
+def ident(external_id: str, source: str | None = None, **metadata: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"external_id": external_id}
+    if source is not None:
+        out["source"] = source
+    if metadata:
+        out["metadata"] = metadata
+    return out
