@@ -48,7 +48,9 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_handlers(app)
-    app.include_router(client.router)
+    app.include_router(client.router, prefix="/api")
+    # The same routes without /api, hidden from the schema: SDKs configured with the bare host still work.
+    app.include_router(client.router, include_in_schema=False)
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.add_middleware(

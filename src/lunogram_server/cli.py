@@ -44,6 +44,19 @@ def _with_db(settings: Settings, work: Callable[[psycopg.AsyncConnection[Any]], 
         return asyncio.run(run(conninfo))
 
 
+def _table(*headers: str) -> Table:
+    # ids, prefixes and names are what `keys revoke` and `--project` take: wrap them, never cut them short
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold" if header in ("id", "project", "name", "prefix") else "ellipsis")
+    return table
+
+
+def _print_table(table: Table) -> None:
+    # piped or redirected, rich would squeeze tables into 80 columns; print them at their natural width
+    (console if console.is_terminal else Console(width=10_000)).print(table)
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code=1)
@@ -98,10 +111,10 @@ def projects_create(name: str, data_dir: DataDir = None, database_url: DatabaseU
 @projects_app.command("list")
 def projects_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     rows = _with_db(_settings(data_dir, database_url), projects.list_projects)
-    table = Table("id", "name", "active keys", "created")
+    table = _table("id", "name", "active keys", "created")
     for row in rows:
         table.add_row(str(row["id"]), row["name"], str(row["active_keys"]), row["created_at"].isoformat())
-    console.print(table)
+    _print_table(table)
 
 
 @keys_app.command("create")
@@ -147,14 +160,14 @@ def keys_list(
             project_id = found["id"]
         return await projects.list_keys(conn, project_id)
 
-    table = Table("id", "project", "kind", "prefix", "allow", "name", "created", "revoked")
+    table = _table("id", "project", "kind", "prefix", "allow", "name", "created", "revoked")
     for row in _with_db(_settings(data_dir, database_url), work):
         revoked = row["revoked_at"].isoformat() if row["revoked_at"] else ""
         table.add_row(
             str(row["id"]), row["project"], row["kind"], row["key_prefix"], ",".join(row["allow"]),
             row["name"], row["created_at"].isoformat(), revoked,
         )
-    console.print(table)
+    _print_table(table)
 
 
 @keys_app.command("revoke")

@@ -97,6 +97,22 @@ def banner(settings: Settings, boot: Bootstrap | None, out: TextIO) -> None:
     out.flush()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal once it has shut down gracefully.
+
+    uvicorn re-raises a captured SIGTERM/SIGINT after shutdown; with the default handler SIGTERM would kill
+    the process there and then, skipping the embedded PostgreSQL's stop and exiting with -15 instead of 0.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
     app = build_app(settings, conninfo)
     config = uvicorn.Config(
@@ -109,7 +125,7 @@ async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> N
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def announce() -> None:
         while not server.started and not server.should_exit:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event

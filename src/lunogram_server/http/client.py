@@ -14,7 +14,7 @@ from lunogram_server.organizations.models import AddMember, Organization, Remove
 from lunogram_server.users import service as users
 from lunogram_server.users.models import UpsertUser, User
 
-router = APIRouter(prefix="/api/client", tags=["client"], route_class=LimitedRoute)
+router = APIRouter(prefix="/client", tags=["client"], route_class=LimitedRoute)
 
 PROBLEM = {"description": "problem JSON: `{title, detail, status}`"}
 ERRORS: dict[int | str, dict[str, str]] = {s: PROBLEM for s in (400, 401, 403, 413, 415)}

@@ -9,7 +9,8 @@
 --   create = false (lookups, deletes): return every matching profile, change nothing.
 -- Concurrency: transaction-scoped advisory locks on every identifier, taken in a fixed order, serialise
 -- resolutions that share an identifier, so fifty concurrent upserts of one new identifier create one
--- profile; the unique (project_id, source, external_id) constraint is the backstop.
+-- profile; the unique (project_id, source, external_id) constraint is the backstop. Writes also lock the
+-- matched profile rows (FOR NO KEY UPDATE), so no concurrent merge can delete a profile they are changing.
 CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(p_project uuid, p_identifiers jsonb, p_create boolean)
 RETURNS TABLE (entity_id uuid, changed boolean)
 LANGUAGE plpgsql AS $fn$
@@ -27,10 +28,29 @@ BEGIN
         ORDER BY 1
     ) AS k;
 
-    SELECT array_agg(DISTINCT x.{entity}_id) INTO v_ids
-    FROM jsonb_array_elements(p_identifiers) AS i
-    JOIN {identifiers} AS x
-      ON x.project_id = p_project AND x.source = i ->> 'source' AND x.external_id = i ->> 'external_id';
+    -- LATERAL with OFFSET 0 (which stops the planner flattening it into a join) keeps this an index probe
+    -- per identifier whatever the statistics say: a hash join over all of a project's identifiers, which
+    -- stale statistics produce, costs milliseconds
+    LOOP
+        SELECT array_agg(DISTINCT x.{entity}_id ORDER BY x.{entity}_id) INTO v_ids
+        FROM jsonb_array_elements(p_identifiers) AS i,
+             LATERAL (SELECT y.{entity}_id FROM {identifiers} AS y
+                      WHERE y.project_id = p_project AND y.source = i ->> 'source'
+                        AND y.external_id = i ->> 'external_id' OFFSET 0) AS x;
+        EXIT WHEN NOT p_create OR v_ids IS NULL;
+        -- The advisory locks cover the identifiers named here, not the other identifiers of the profiles
+        -- they match, so a concurrent resolution through those may merge one of our profiles away. Lock
+        -- the profiles (in id order: resolutions cannot deadlock on them), then check that the identifiers
+        -- still point at exactly them; if a merge committed meanwhile and moved them, resolve again.
+        PERFORM 1 FROM {entities} AS e WHERE e.id = ANY (v_ids) ORDER BY e.id FOR NO KEY UPDATE;
+        EXIT WHEN v_ids = ARRAY(
+            SELECT DISTINCT x.{entity}_id
+            FROM jsonb_array_elements(p_identifiers) AS i,
+                 LATERAL (SELECT y.{entity}_id FROM {identifiers} AS y
+                          WHERE y.project_id = p_project AND y.source = i ->> 'source'
+                            AND y.external_id = i ->> 'external_id' OFFSET 0) AS x
+            ORDER BY 1);
+    END LOOP;
 
     IF NOT p_create THEN
         RETURN QUERY SELECT u.id, false FROM unnest(v_ids) AS u(id);
@@ -53,6 +73,9 @@ BEGIN
                      WHERE a.{entity}_id = e.id AND a.source <> 'anonymous'),
                  e.created_at, e.id
         LIMIT 1;
+        -- One merge at a time per project, users and organizations alike: a user merge and an organization
+        -- merge move the same membership rows, and each locks what the other would then need.
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || ':merge', 0));
         PERFORM {merge}(p_project, v_survivor, array_remove(v_ids, v_survivor));
         v_changed := true;
     END IF;
