@@ -23,10 +23,13 @@ BCP47 = re.compile(
 
 @lru_cache(maxsize=1)
 def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    # the host's /usr/share/zoneinfo also holds `localtime` (a link to the host's own zone): not an IANA name
+    return frozenset(zoneinfo.available_timezones()) - {"localtime"}
 
 
+@lru_cache(maxsize=8192)
 def _email(value: str) -> str:
+    # cached: the same user's email arrives with most of its upserts, and full validation costs ~60 us
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:

@@ -40,6 +40,11 @@ BEGIN
         UPDATE organization_identifiers SET organization_id = p_survivor, updated_at = now()
         WHERE organization_id = v_loser.id;
 
+        -- Lock what the copy reads, users first, then the memberships (see lunogram_merge_users).
+        PERFORM 1 FROM users AS u
+        WHERE u.id IN (SELECT m.user_id FROM organization_members AS m WHERE m.organization_id = v_loser.id)
+        ORDER BY u.id FOR KEY SHARE;
+        PERFORM 1 FROM organization_members AS m WHERE m.organization_id = v_loser.id ORDER BY m.user_id FOR UPDATE;
         INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
         SELECT project_id, p_survivor, user_id, data, created_at, now()
         FROM organization_members WHERE organization_id = v_loser.id
@@ -69,7 +74,7 @@ DECLARE
 BEGIN
     SELECT entity_id, changed INTO v_id, v_changed
     FROM lunogram_resolve_organization(p_project, p_identifiers, true);
-    SELECT * INTO v_old FROM organizations WHERE id = v_id FOR UPDATE;
+    SELECT * INTO v_old FROM organizations WHERE id = v_id FOR NO KEY UPDATE;
     v_new := v_old;
     IF p_fields ? 'name' THEN v_new.name := p_fields ->> 'name'; END IF;
     IF jsonb_typeof(p_fields -> 'data') = 'object' THEN v_new.data := v_old.data || (p_fields -> 'data'); END IF;
@@ -89,12 +94,20 @@ CREATE OR REPLACE FUNCTION lunogram_delete_organization(p_project uuid, p_identi
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
     v_ids uuid[];
+    v_seen uuid[];
     v_count integer;
+    v_total integer := 0;
 BEGIN
-    v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_identifiers, false));
-    DELETE FROM organizations WHERE project_id = p_project AND id = ANY (v_ids);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
+    -- resolve again after each DELETE: see lunogram_delete_user
+    LOOP
+        v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_identifiers, false) ORDER BY 1);
+        EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
+        v_seen := v_ids;
+        DELETE FROM organizations WHERE project_id = p_project AND id = ANY (v_ids);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_total := v_total + v_count;
+    END LOOP;
+    RETURN v_total;
 END
 $fn$;
 
@@ -123,15 +136,23 @@ RETURNS text LANGUAGE plpgsql AS $fn$
 DECLARE
     v_orgs uuid[];
     v_users uuid[];
+    v_seen uuid[];
     v_count integer;
 BEGIN
-    v_orgs := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_org_identifiers, false));
-    IF cardinality(v_orgs) = 0 THEN RETURN 'organization'; END IF;
-    v_users := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_user_identifiers, false));
-    IF cardinality(v_users) = 0 THEN RETURN 'user'; END IF;
-    DELETE FROM organization_members
-    WHERE organization_id = ANY (v_orgs) AND user_id = ANY (v_users);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN CASE WHEN v_count > 0 THEN 'removed' ELSE 'membership' END;
+    -- a membership moved by a merge while the DELETE waited for it is found again under the survivor
+    LOOP
+        v_orgs := ARRAY(
+            SELECT entity_id FROM lunogram_resolve_organization(p_project, p_org_identifiers, false) ORDER BY 1);
+        IF cardinality(v_orgs) = 0 THEN RETURN 'organization'; END IF;
+        v_users := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_user_identifiers, false) ORDER BY 1);
+        IF cardinality(v_users) = 0 THEN RETURN 'user'; END IF;
+        EXIT WHEN v_orgs || v_users = v_seen;
+        v_seen := v_orgs || v_users;
+        DELETE FROM organization_members
+        WHERE organization_id = ANY (v_orgs) AND user_id = ANY (v_users);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        IF v_count > 0 THEN RETURN 'removed'; END IF;
+    END LOOP;
+    RETURN 'membership';
 END
 $fn$;

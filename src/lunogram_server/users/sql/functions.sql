@@ -47,6 +47,13 @@ BEGIN
 
         UPDATE user_identifiers SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
 
+        -- Lock what the copy reads, organizations first, then the memberships: a concurrent delete of one of
+        -- those organizations or removal of one of those memberships then either commits first (and the copy
+        -- skips it, instead of failing on the foreign key or bringing it back) or waits for the merge.
+        PERFORM 1 FROM organizations AS o
+        WHERE o.id IN (SELECT m.organization_id FROM organization_members AS m WHERE m.user_id = v_loser.id)
+        ORDER BY o.id FOR KEY SHARE;
+        PERFORM 1 FROM organization_members AS m WHERE m.user_id = v_loser.id ORDER BY m.organization_id FOR UPDATE;
         INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
         SELECT project_id, organization_id, p_survivor, data, created_at, now()
         FROM organization_members WHERE user_id = v_loser.id
@@ -82,7 +89,7 @@ DECLARE
     v_new users%ROWTYPE;
 BEGIN
     SELECT entity_id, changed INTO v_id, v_changed FROM lunogram_resolve_user(p_project, p_identifiers, true);
-    SELECT * INTO v_old FROM users WHERE id = v_id FOR UPDATE;
+    SELECT * INTO v_old FROM users WHERE id = v_id FOR NO KEY UPDATE;
     v_new := v_old;
     IF p_fields ? 'email' THEN v_new.email := p_fields ->> 'email'; END IF;
     IF p_fields ? 'phone' THEN v_new.phone := p_fields ->> 'phone'; END IF;
@@ -109,12 +116,21 @@ CREATE OR REPLACE FUNCTION lunogram_delete_user(p_project uuid, p_identifiers js
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
     v_ids uuid[];
+    v_seen uuid[];
     v_count integer;
+    v_total integer := 0;
 BEGIN
-    -- two statements: the DELETE must take its snapshot after resolve has waited for the identifier locks
-    v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_identifiers, false));
-    DELETE FROM users WHERE project_id = p_project AND id = ANY (v_ids);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
+    -- two statements: the DELETE must take its snapshot after resolve has waited for the identifier locks.
+    -- A user merged away while the DELETE waited for it is gone, its identifiers now the survivor's: so
+    -- resolve again until the identifiers name no one (after a successful DELETE that is at once).
+    LOOP
+        v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_identifiers, false) ORDER BY 1);
+        EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
+        v_seen := v_ids;
+        DELETE FROM users WHERE project_id = p_project AND id = ANY (v_ids);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_total := v_total + v_count;
+    END LOOP;
+    RETURN v_total;
 END
 $fn$;
