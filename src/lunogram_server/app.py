@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from lunogram_server import __version__
 from lunogram_server.config import Settings
@@ -44,6 +46,7 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
         strict_content_type=False,
         docs_url="/docs",
         redoc_url=None,
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -62,4 +65,18 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(ops.MetricsMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents a 422 on every route with a body; ours answer 400 (problem JSON) instead."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema

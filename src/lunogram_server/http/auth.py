@@ -56,12 +56,20 @@ def bearer_key(request: Request) -> str:
     return key
 
 
+_SCOPE_KEY = "lunogram.auth"
+
+
 async def authenticate(request: Request) -> ApiKeyAuth:
+    """The request's verified key (401 otherwise); verified once per request, kept in the ASGI scope."""
+    known: ApiKeyAuth | None = request.scope.get(_SCOPE_KEY)
+    if known is not None:
+        return known
     key = bearer_key(request)
     cache: KeyCache = request.app.state.key_cache
     auth = await cache.verify(key)
     if auth is None:
         raise ProblemError(401, "Authorization: unknown or revoked API key")
+    request.scope[_SCOPE_KEY] = auth
     return auth
 
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lunogram_server.config import Limits
+from lunogram_server.http.auth import authenticate
 from lunogram_server.http.problems import ProblemError
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -97,12 +98,15 @@ class LimitedRequest(Request):
 
 
 class LimitedRoute(APIRoute):
-    """An APIRoute whose requests enforce the app's Limits and must be JSON when they carry a body."""
+    """An APIRoute for authenticated API routes: the key is checked first (401), then the body must be
+    JSON (415) within the app's Limits (413, 400)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def limited_handler(request: Request) -> Response:
+            # the key first: a caller without a valid key learns that, not what is wrong with its body
+            await authenticate(request)
             scope = request.scope
             if request.method in _METHODS_WITH_BODY:
                 content_type = request.headers.get("content-type", "")

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 log = structlog.get_logger("lunogram.http")
 
@@ -118,6 +119,20 @@ def validation_problems(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]
     return out
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path supports, for a 405's `Allow` (Starlette names only one route's)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -128,12 +143,13 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(400, detail or "invalid request", errors=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such route"
         elif exc.status_code == 405:
             detail = "this method is not allowed on this route"
+            return problem_response(405, detail, headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
         return problem_response(exc.status_code, detail, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 DEFAULT_SOURCE = "default"
 ANONYMOUS_SOURCE = "anonymous"
 MAX_IDENTIFIERS = 100
 
+
+def _not_blank(value: str) -> str:
+    # a field validator (not a model validator), so the error names `identifier[i].external_id`
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 Source = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-ExternalIdValue = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+ExternalIdValue = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_not_blank)]
 
 
 class StrictModel(BaseModel):
@@ -24,12 +32,6 @@ class ExternalID(StrictModel):
     source: Source = DEFAULT_SOURCE
     external_id: ExternalIdValue
     metadata: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _not_blank(self) -> ExternalID:
-        if not self.external_id.strip():
-            raise ValueError("external_id must not be blank")
-        return self
 
 
 Identifiers = Annotated[list[ExternalID], Field(min_length=1, max_length=MAX_IDENTIFIERS)]
