@@ -39,6 +39,7 @@ class BenchServer:
     port: int
     secret_key: str
     database_url: str | None
+    extra_ports: tuple[int, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -50,8 +51,10 @@ def bench_server(extra_env: dict[str, str] | None = None, base_url: str | None =
     """Use the server at `base_url` (LUNOGRAM_BENCH_URL) or start one on a fresh embedded PostgreSQL."""
     url = base_url or os.environ.get("LUNOGRAM_BENCH_URL")
     if url:
-        parsed = httpx.URL(url)
-        yield BenchServer(parsed.host, parsed.port or 80, os.environ.get("LUNOGRAM_BENCH_KEY", SECRET_KEY), None)
+        urls = [httpx.URL(u) for u in url.split(",")]
+        key = os.environ.get("LUNOGRAM_BENCH_KEY", SECRET_KEY)
+        ports = tuple(u.port or 80 for u in urls)
+        yield BenchServer(urls[0].host, ports[0], key, None, ports[1:])
         return
     data_dir = Path(tempfile.mkdtemp(prefix="lunogram-bench-"))
     data_dir.chmod(0o755)
@@ -132,7 +135,8 @@ async def run_load(
 
     async def one_client(client_no: int) -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(server.host, server.port)
+        ports = (server.port, *server.extra_ports)
+        reader, writer = await asyncio.open_connection(server.host, ports[client_no % len(ports)])
         seq = 0
         try:
             while True:

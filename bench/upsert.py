@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--new-ratio", type=float, default=0.5, help="share of upserts that create a user")
+    parser.add_argument("--pool", type=int, default=None, help="server's LUNOGRAM_POOL_MAX_SIZE")
+    parser.add_argument("--workers", type=int, default=2, help="server's `serve --workers` (2 cores: 2)")
     args = parser.parse_args()
     rng = random.Random(7)
 
@@ -39,9 +41,13 @@ def main() -> None:
             }
         )
 
-    with bench_server() as server:
+    env = {"LUNOGRAM_WORKERS": str(args.workers)}
+    if args.pool:
+        env["LUNOGRAM_POOL_MAX_SIZE"] = str(args.pool)
+    with bench_server(env) as server:
         result = run(run_load(server, "/api/client/users", body, clients=args.clients, duration=args.duration))
-        print(result.report(f"upsert ({args.clients} clients, {args.new_ratio:.0%} new)", "upserts"))  # type: ignore[attr-defined]
+        label = f"upsert ({args.clients} clients, {args.new_ratio:.0%} new, {args.workers} server processes)"
+        print(result.report(label, "upserts"))  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

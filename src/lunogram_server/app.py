@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,12 +13,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
 
 from lunogram_server import __version__
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.http import admin, client, ops
 from lunogram_server.http.auth import KeyCache
+from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.problems import install_handlers
 
 DESCRIPTION = """
@@ -69,8 +75,27 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app of one `serve --workers N` child process (uvicorn imports it by name in each child)."""
+    from lunogram_server.config import load_settings
+    from lunogram_server.server import WORKER_CONNINFO_ENV, WORKER_PARENT_ENV
+
+    _die_with_parent(int(os.environ[WORKER_PARENT_ENV]))
+    return build_app(load_settings(), os.environ[WORKER_CONNINFO_ENV])
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGTERM when the parent dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents a 422 on every route with a body; ours answer 400 (problem JSON) instead."""
+    """The schema FastAPI makes, less the 422 it documents for routes with inputs (ours answer 400 problem
+    JSON), plus the request bodies the Client API routes parse themselves."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -78,5 +103,12 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        # request bodies the Client API routes parse themselves (http/body.py `accept`)
+        _, defs = models_json_schema(
+            [(model, "validation") for model in BODY_MODELS], ref_template="#/components/schemas/{model}"
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in defs.get("$defs", {}).items():
+            schemas.setdefault(name, definition)
         app.openapi_schema = schema
     return app.openapi_schema

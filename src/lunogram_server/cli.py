@@ -67,6 +67,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
     role: Annotated[str | None, typer.Option(help="all, api, worker or scheduler.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="HTTP processes sharing the port.")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -76,7 +77,7 @@ def serve(
 
     if role is not None and role not in ("all", "api", "worker", "scheduler"):
         raise _fail(f"--role must be all, api, worker or scheduler, not {role!r}")
-    settings = _settings(data_dir, database_url, host=host, port=port, role=role)
+    settings = _settings(data_dir, database_url, host=host, port=port, role=role, workers=workers)
     try:
         run_server(settings)
     except AlreadyRunning as exc:

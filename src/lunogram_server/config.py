@@ -34,6 +34,7 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".lunogram")
     role: Role = "all"
+    workers: int = 1
     pool_min_size: int = 2
     pool_max_size: int = 20
     key_cache_seconds: float = 2.0
@@ -70,6 +71,7 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_HOST", "127.0.0.1", "address the HTTP API listens on (`--host`)"),
     ("LUNOGRAM_PORT", "8080", "port the HTTP API listens on (`--port`)"),
     ("LUNOGRAM_ROLE", "all", "`all`, `api`, `worker` or `scheduler` (`--role`)"),
+    ("LUNOGRAM_WORKERS", "1", "HTTP processes sharing the port (`--workers`); about one per core"),
     ("LUNOGRAM_POOL_MIN_SIZE", "2", "database connections kept open"),
     ("LUNOGRAM_POOL_MAX_SIZE", "20", "database connections at most"),
     ("LUNOGRAM_KEY_CACHE_SECONDS", "2", "how long a verified API key is cached; a revocation takes this long"),
@@ -110,6 +112,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         database_url=env.get("DATABASE_URL") or None,
         data_dir=Path(env.get("LUNOGRAM_DATA_DIR", str(base.data_dir))),
         role=role,  # type: ignore[arg-type]
+        workers=max(1, int(env.get("LUNOGRAM_WORKERS", base.workers))),
         pool_min_size=int(env.get("LUNOGRAM_POOL_MIN_SIZE", base.pool_min_size)),
         pool_max_size=int(env.get("LUNOGRAM_POOL_MAX_SIZE", base.pool_max_size)),
         key_cache_seconds=float(env.get("LUNOGRAM_KEY_CACHE_SECONDS", base.key_cache_seconds)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from typing import Any, TextIO
 import psycopg
 import structlog
 import uvicorn
+from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from lunogram_server.app import build_app
 from lunogram_server.config import Settings
@@ -142,6 +145,63 @@ async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> N
         raise SystemExit(f"could not listen on {settings.host}:{settings.port}")
 
 
+WORKER_CONNINFO_ENV = "LUNOGRAM_WORKER_CONNINFO"
+WORKER_PARENT_ENV = "LUNOGRAM_WORKER_PARENT"
+
+
+def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
+    """`--workers N`: N processes accept on one socket bound here, each with its own event loop and pool.
+
+    One asyncio loop tops out well before PostgreSQL does (bench/upsert.py: two processes on 2 cores give
+    ~1.6x one). The children get the database from the environment and die with this process
+    (PR_SET_PDEATHSIG, see app.app_from_env), so a `kill -9` here never leaves them holding the port.
+    """
+    os.environ[WORKER_CONNINFO_ENV] = conninfo
+    os.environ[WORKER_PARENT_ENV] = str(os.getpid())
+    config = uvicorn.Config(
+        "lunogram_server.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    sockets = [_reuse_port_socket(settings.host, settings.port) for _ in range(settings.workers)]
+    banner(settings, boot, sys.stdout)
+    _OneSocketEach(config, sockets=sockets).run()
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """One listening socket per worker on the same port: the kernel spreads new connections evenly
+    across SO_REUSEPORT sockets, where one shared socket lets whichever worker wakes first take them all."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"could not listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _OneSocketEach(Multiprocess):
+    """uvicorn's supervisor, starting each worker on its own socket (see _reuse_port_socket)."""
+
+    def init_processes(self) -> None:
+        for sock in self.sockets:
+            process = Process(self.config, [sock])
+            process.start()
+            self.processes.append(process)
+
+
 def _run_uvloop(coro: Any) -> None:
     try:
         import uvloop
@@ -151,19 +211,24 @@ def _run_uvloop(coro: Any) -> None:
         asyncio.run(coro)
 
 
+def _serve_on(settings: Settings, conninfo: str) -> None:
+    migrate(conninfo)
+    boot = asyncio.run(_bootstrap(conninfo, settings))
+    if settings.workers > 1:
+        _serve_workers(settings, conninfo, boot)
+    else:
+        _run_uvloop(_serve(settings, conninfo, boot))
+
+
 def serve(settings: Settings) -> None:
     if settings.database_url:
-        migrate(settings.database_url)
-        boot = asyncio.run(_bootstrap(settings.database_url, settings))
-        _run_uvloop(_serve(settings, settings.database_url, boot))
+        _serve_on(settings, settings.database_url)
         return
     with data_dir_lock(settings.data_dir):
         embedded = EmbeddedPostgres(settings.pg_dir)
         conninfo, _ = embedded.start()
         try:
-            migrate(conninfo)
-            boot = asyncio.run(_bootstrap(conninfo, settings))
-            _run_uvloop(_serve(settings, conninfo, boot))
+            _serve_on(settings, conninfo)
         finally:
             log.info("stopping embedded PostgreSQL", data_dir=str(settings.pg_dir))
             embedded.stop()

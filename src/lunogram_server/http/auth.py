@@ -73,16 +73,27 @@ async def authenticate(request: Request) -> ApiKeyAuth:
     return auth
 
 
+def check_permission(auth: ApiKeyAuth, permission: Permission) -> None:
+    if permission not in auth.permissions:
+        raise ProblemError(
+            403,
+            f"{_FORBIDDEN_HINT[permission]}: use a secret key, or widen this public key with "
+            f"`lunogram keys create --public --allow {permission.value}`",
+        )
+
+
+async def authorize(request: Request, permission: Permission) -> ApiKeyAuth:
+    """The caller's key, which must hold `permission` (401, 403 otherwise)."""
+    auth = await authenticate(request)
+    check_permission(auth, permission)
+    return auth
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[ApiKeyAuth]]:
-    """A dependency: the caller's key, which must hold `permission` (403 otherwise)."""
+    """The same as a FastAPI dependency, for routes that declare their inputs (the admin reads)."""
 
     async def dependency(auth: Annotated[ApiKeyAuth, Depends(authenticate)]) -> ApiKeyAuth:
-        if permission not in auth.permissions:
-            raise ProblemError(
-                403,
-                f"{_FORBIDDEN_HINT[permission]}: use a secret key, or widen this public key with "
-                f"`lunogram keys create --public --allow {permission.value}`",
-            )
+        check_permission(auth, permission)
         return auth
 
     return dependency
@@ -98,6 +109,4 @@ def forbid_unless(auth: ApiKeyAuth, permission: Permission, what: str) -> None:
         )
 
 
-Writer = Annotated[ApiKeyAuth, Depends(require(Permission.WRITE))]
-Deleter = Annotated[ApiKeyAuth, Depends(require(Permission.DELETE))]
 Reader = Annotated[ApiKeyAuth, Depends(require(Permission.READ))]

@@ -1,20 +1,23 @@
-"""/api/client: the routes the Lunogram SDKs speak (CONTRACT.md "Routes"). Thin: validate, call a service."""
+"""/api/client: the routes the Lunogram SDKs speak (CONTRACT.md "Routes").
+
+Thin: `accept` checks the key, the body and its shape; a service does the work in one round trip.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from lunogram_server.http.auth import Deleter, Writer
-from lunogram_server.http.body import LimitedRoute
+from lunogram_server.http.body import accept, body_schema
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.identity import IdentifierRef
 from lunogram_server.organizations import service as organizations
 from lunogram_server.organizations.models import AddMember, Organization, RemoveMember, UpsertOrganization
+from lunogram_server.projects.service import Permission
 from lunogram_server.users import service as users
 from lunogram_server.users.models import UpsertUser, User
 
-router = APIRouter(prefix="/client", tags=["client"], route_class=LimitedRoute)
+router = APIRouter(prefix="/client", tags=["client"])
 
 PROBLEM = {"description": "problem JSON: `{title, detail, status}`"}
 ERRORS: dict[int | str, dict[str, str]] = {s: PROBLEM for s in (400, 401, 403, 413, 415)}
@@ -25,14 +28,28 @@ def json_response(text: str, status: int = 200) -> Response:
     return Response(text.encode(), status_code=status, media_type="application/json")
 
 
-@router.post("/users", response_model=User, responses=ERRORS, summary="Create or update a user")
-async def upsert_user(body: UpsertUser, auth: Writer, request: Request) -> Response:
+@router.post(
+    "/users",
+    response_model=User,
+    responses=ERRORS,
+    openapi_extra=body_schema(UpsertUser),
+    summary="Create or update a user",
+)
+async def upsert_user(request: Request) -> Response:
+    auth, body = await accept(request, Permission.WRITE, UpsertUser)
     async with request.app.state.pool.connection() as conn:
         return json_response(await users.upsert(conn, auth.project_id, body))
 
 
-@router.delete("/users", status_code=204, responses=DELETE_ERRORS, summary="Delete a user")
-async def delete_user(body: IdentifierRef, auth: Deleter, request: Request) -> Response:
+@router.delete(
+    "/users",
+    status_code=204,
+    responses=DELETE_ERRORS,
+    openapi_extra=body_schema(IdentifierRef),
+    summary="Delete a user",
+)
+async def delete_user(request: Request) -> Response:
+    auth, body = await accept(request, Permission.DELETE, IdentifierRef)
     async with request.app.state.pool.connection() as conn:
         if await users.delete(conn, auth.project_id, body.identifier) == 0:
             raise ProblemError(404, "identifier: no user in this project has these identifiers")
@@ -40,15 +57,27 @@ async def delete_user(body: IdentifierRef, auth: Deleter, request: Request) -> R
 
 
 @router.post(
-    "/organizations", response_model=Organization, responses=ERRORS, summary="Create or update an organization"
+    "/organizations",
+    response_model=Organization,
+    responses=ERRORS,
+    openapi_extra=body_schema(UpsertOrganization),
+    summary="Create or update an organization",
 )
-async def upsert_organization(body: UpsertOrganization, auth: Writer, request: Request) -> Response:
+async def upsert_organization(request: Request) -> Response:
+    auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
     async with request.app.state.pool.connection() as conn:
         return json_response(await organizations.upsert(conn, auth.project_id, body))
 
 
-@router.delete("/organizations", status_code=204, responses=DELETE_ERRORS, summary="Delete an organization")
-async def delete_organization(body: IdentifierRef, auth: Deleter, request: Request) -> Response:
+@router.delete(
+    "/organizations",
+    status_code=204,
+    responses=DELETE_ERRORS,
+    openapi_extra=body_schema(IdentifierRef),
+    summary="Delete an organization",
+)
+async def delete_organization(request: Request) -> Response:
+    auth, body = await accept(request, Permission.DELETE, IdentifierRef)
     async with request.app.state.pool.connection() as conn:
         if await organizations.delete(conn, auth.project_id, body.identifier) == 0:
             raise ProblemError(404, "identifier: no organization in this project has these identifiers")
@@ -60,9 +89,11 @@ async def delete_organization(body: IdentifierRef, auth: Deleter, request: Reque
     status_code=200,
     response_class=Response,
     responses={200: {"description": "membership stored (no body)"}, **ERRORS},
+    openapi_extra=body_schema(AddMember),
     summary="Add a user to an organization",
 )
-async def add_member(body: AddMember, auth: Writer, request: Request) -> Response:
+async def add_member(request: Request) -> Response:
+    auth, body = await accept(request, Permission.WRITE, AddMember)
     async with request.app.state.pool.connection() as conn:
         await organizations.add_member(conn, auth.project_id, body)
     return Response(status_code=200)
@@ -76,9 +107,14 @@ _MISSING = {
 
 
 @router.delete(
-    "/organizations/users", status_code=204, responses=DELETE_ERRORS, summary="Remove a user from an organization"
+    "/organizations/users",
+    status_code=204,
+    responses=DELETE_ERRORS,
+    openapi_extra=body_schema(RemoveMember),
+    summary="Remove a user from an organization",
 )
-async def remove_member(body: RemoveMember, auth: Deleter, request: Request) -> Response:
+async def remove_member(request: Request) -> Response:
+    auth, body = await accept(request, Permission.DELETE, RemoveMember)
     async with request.app.state.pool.connection() as conn:
         outcome = await organizations.remove_member(conn, auth.project_id, body)
     if outcome != "removed":
