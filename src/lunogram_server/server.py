@@ -12,7 +12,7 @@ import fcntl
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -170,9 +170,23 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    _refuse_a_port_in_use(settings.host, settings.port)
     sockets = [_reuse_port_socket(settings.host, settings.port) for _ in range(settings.workers)]
     banner(settings, boot, sys.stdout)
     _OneSocketEach(config, sockets=sockets).run()
+
+
+def _refuse_a_port_in_use(host: str, port: int) -> None:
+    """SO_REUSEPORT would let a second `serve --workers` of the same user bind a port this one listens on,
+    and the kernel would then split the connections between the two without a word. A bind without it
+    fails if anything listens on the port (SO_REUSEADDR, as uvicorn does: TIME_WAIT leftovers do not count)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"could not listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -193,13 +207,43 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 class _OneSocketEach(Multiprocess):
-    """uvicorn's supervisor, starting each worker on its own socket (see _reuse_port_socket)."""
+    """uvicorn's supervisor, starting each worker on its own socket (see _reuse_port_socket).
+
+    uvicorn hands a replacement worker (after a crash, or SIGHUP) every socket, so the kernel's even spread
+    would be lost: its checks and restarts run here one worker at a time, with only that worker's socket in
+    view. SIGTTIN/SIGTTOU are refused: a worker removed would leave its socket listening with nobody
+    accepting, and the connections the kernel sends there would hang.
+    """
 
     def init_processes(self) -> None:
         for sock in self.sockets:
             process = Process(self.config, [sock])
             process.start()
             self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        self._each_alone(super().keep_subprocess_alive)
+
+    def restart_all(self) -> None:
+        self._each_alone(super().restart_all)
+
+    def _each_alone(self, step: Callable[[], None]) -> None:
+        sockets, processes = self.sockets, self.processes
+        try:
+            for index, sock in enumerate(sockets):
+                if self.should_exit.is_set():
+                    return
+                self.sockets, self.processes = [sock], [processes[index]]
+                step()
+                processes[index] = self.processes[0]
+        finally:
+            self.sockets, self.processes = sockets, processes
+
+    def handle_ttin(self) -> None:
+        log.warning("SIGTTIN ignored: the number of workers is --workers")
+
+    def handle_ttou(self) -> None:
+        log.warning("SIGTTOU ignored: the number of workers is --workers")
 
 
 def _run_uvloop(coro: Any) -> None:

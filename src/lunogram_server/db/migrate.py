@@ -16,14 +16,21 @@ from lunogram_server.db.queries import read_sql
 _LOCK_KEY = 0x4C756E6F  # "Luno"
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
-# Identity resolution is one template rendered for each kind of profile.
+# Identity resolution, upsert and delete are templates rendered for each kind of profile.
 _IDENTITY_KINDS = [
-    {"entity": "user", "entities": "users", "identifiers": "user_identifiers", "merge": "lunogram_merge_users"},
+    {
+        "entity": "user",
+        "entities": "users",
+        "identifiers": "user_identifiers",
+        "merge": "lunogram_merge_users",
+        "columns": "email, phone, timezone, locale, data, version, updated_at",
+    },
     {
         "entity": "organization",
         "entities": "organizations",
         "identifiers": "organization_identifiers",
         "merge": "lunogram_merge_organizations",
+        "columns": "name, data, version, updated_at",
     },
 ]
 # Routines in install order; each file is CREATE OR REPLACE only.
@@ -41,9 +48,10 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 
 def _routines() -> list[sql.Composed | sql.SQL]:
-    template = read_sql("lunogram_server.identity", "resolve.sql")
     rendered: list[sql.Composed | sql.SQL] = [
-        sql.SQL(template).format(**{k: sql.SQL(v) for k, v in kind.items()}) for kind in _IDENTITY_KINDS
+        sql.SQL(read_sql("lunogram_server.identity", template)).format(**{k: sql.SQL(v) for k, v in kind.items()})
+        for template in ("resolve.sql", "profile.sql")
+        for kind in _IDENTITY_KINDS
     ]
     rendered += [sql.SQL(read_sql(package, name)) for package, name in _ROUTINES]
     return rendered

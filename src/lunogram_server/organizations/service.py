@@ -1,4 +1,4 @@
-"""Organizations and memberships. Each write is one round trip (see sql/functions.sql)."""
+"""Organizations and memberships. Each write is one round trip (identity/sql/profile.sql, sql/functions.sql)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,22 @@ from psycopg.types.json import Jsonb
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.identity import ExternalID, normalize
+from lunogram_server.identity.profiles import ProfileQueries
 from lunogram_server.organizations.models import AddMember, RemoveMember, UpsertOrganization
 
 Q = load_queries("lunogram_server.organizations")
+_profiles = ProfileQueries("lunogram_server.organizations")
 MEMBER_LIMIT = 1000
 
 RemoveOutcome = Literal["removed", "organization", "user", "membership"]
 
 
 async def upsert(conn: AsyncConnection[Any], project_id: UUID, body: UpsertOrganization) -> str:
-    fields = body.model_dump(exclude_unset=True, exclude={"identifier"})
-    params = {"project_id": project_id, "identifiers": Jsonb(normalize(body.identifier)), "fields": Jsonb(fields)}
-    result: str = await fetch_scalar(conn, Q["upsert"], params)
-    return result
+    return await _profiles.upsert(conn, project_id, body)
 
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
-    params = {"project_id": project_id, "identifiers": Jsonb(normalize(identifiers))}
-    return int(await fetch_scalar(conn, Q["delete"], params))
+    return await _profiles.delete(conn, project_id, identifiers)
 
 
 async def add_member(conn: AsyncConnection[Any], project_id: UUID, body: AddMember) -> None:
@@ -63,12 +61,12 @@ async def detail(
     source: str | None = None,
     external_id: str | None = None,
 ) -> str | None:
-    if organization_id is None:
-        organization_id = await fetch_scalar(
-            conn, Q["id_by_identifier"], {"project_id": project_id, "source": source, "external_id": external_id}
-        )
-        if organization_id is None:
-            return None
-    params = {"project_id": project_id, "id": organization_id, "member_limit": MEMBER_LIMIT}
-    result: str | None = await fetch_scalar(conn, Q["detail_by_id"], params)
-    return result
+    """The admin view of one organization with its member count and first members; None when absent."""
+    return await _profiles.detail(
+        conn,
+        project_id,
+        profile_id=organization_id,
+        source=source,
+        external_id=external_id,
+        member_limit=MEMBER_LIMIT,
+    )

@@ -1,4 +1,4 @@
--- Organizations and memberships: merge, upsert, delete, add/remove member, and the API's JSON.
+-- Organizations and memberships: merge, add/remove member, the API's JSON (upsert, delete: identity/sql).
 -- Installed (CREATE OR REPLACE) at every migrate; see users/sql/functions.sql for the conventions.
 
 CREATE OR REPLACE FUNCTION lunogram_organization_json(p_org uuid) RETURNS jsonb
@@ -61,53 +61,6 @@ BEGIN
 
         DELETE FROM organizations WHERE id = v_loser.id;
     END LOOP;
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION lunogram_upsert_organization(p_project uuid, p_identifiers jsonb, p_fields jsonb)
-RETURNS jsonb LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_id uuid;
-    v_changed boolean;
-    v_old organizations%ROWTYPE;
-    v_new organizations%ROWTYPE;
-BEGIN
-    SELECT entity_id, changed INTO v_id, v_changed
-    FROM lunogram_resolve_organization(p_project, p_identifiers, true);
-    SELECT * INTO v_old FROM organizations WHERE id = v_id FOR NO KEY UPDATE;
-    v_new := v_old;
-    IF p_fields ? 'name' THEN v_new.name := p_fields ->> 'name'; END IF;
-    IF jsonb_typeof(p_fields -> 'data') = 'object' THEN v_new.data := v_old.data || (p_fields -> 'data'); END IF;
-
-    IF v_changed OR (v_new.name, v_new.data) IS DISTINCT FROM (v_old.name, v_old.data) THEN
-        UPDATE organizations SET
-            name = v_new.name, data = v_new.data,
-            version = CASE WHEN v_old.created_at = now() AND v_old.version = 1 THEN 1 ELSE version + 1 END,
-            updated_at = now()
-        WHERE id = v_id;
-    END IF;
-    RETURN lunogram_organization_json(v_id);
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION lunogram_delete_organization(p_project uuid, p_identifiers jsonb)
-RETURNS integer LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_ids uuid[];
-    v_seen uuid[];
-    v_count integer;
-    v_total integer := 0;
-BEGIN
-    -- resolve again after each DELETE: see lunogram_delete_user
-    LOOP
-        v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_organization(p_project, p_identifiers, false) ORDER BY 1);
-        EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
-        v_seen := v_ids;
-        DELETE FROM organizations WHERE project_id = p_project AND id = ANY (v_ids);
-        GET DIAGNOSTICS v_count = ROW_COUNT;
-        v_total := v_total + v_count;
-    END LOOP;
-    RETURN v_total;
 END
 $fn$;
 

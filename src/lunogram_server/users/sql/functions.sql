@@ -1,4 +1,5 @@
--- Users: merge, upsert, delete and the JSON the API returns. Installed (CREATE OR REPLACE) at every migrate.
+-- Users: merge and the JSON the API returns (upsert and delete: identity/sql/profile.sql).
+-- Installed (CREATE OR REPLACE) at every migrate.
 -- Each call is one statement, hence one transaction and one round trip; inside, every statement sees the
 -- previous one's writes, which a single multi-CTE statement would not.
 
@@ -77,60 +78,3 @@ BEGIN
 END
 $fn$;
 
--- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields. `data` merges into
--- the stored data at the top level; a field given as null clears it; an omitted field keeps its value.
--- version goes up by one when anything changed, and only then.
-CREATE OR REPLACE FUNCTION lunogram_upsert_user(p_project uuid, p_identifiers jsonb, p_fields jsonb)
-RETURNS jsonb LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_id uuid;
-    v_changed boolean;
-    v_old users%ROWTYPE;
-    v_new users%ROWTYPE;
-BEGIN
-    SELECT entity_id, changed INTO v_id, v_changed FROM lunogram_resolve_user(p_project, p_identifiers, true);
-    SELECT * INTO v_old FROM users WHERE id = v_id FOR NO KEY UPDATE;
-    v_new := v_old;
-    IF p_fields ? 'email' THEN v_new.email := p_fields ->> 'email'; END IF;
-    IF p_fields ? 'phone' THEN v_new.phone := p_fields ->> 'phone'; END IF;
-    IF p_fields ? 'timezone' THEN v_new.timezone := p_fields ->> 'timezone'; END IF;
-    IF p_fields ? 'locale' THEN v_new.locale := p_fields ->> 'locale'; END IF;
-    IF jsonb_typeof(p_fields -> 'data') = 'object' THEN v_new.data := v_old.data || (p_fields -> 'data'); END IF;
-
-    IF v_changed OR (v_new.email, v_new.phone, v_new.timezone, v_new.locale, v_new.data)
-                    IS DISTINCT FROM (v_old.email, v_old.phone, v_old.timezone, v_old.locale, v_old.data) THEN
-        UPDATE users SET
-            email = v_new.email, phone = v_new.phone, timezone = v_new.timezone, locale = v_new.locale,
-            data = v_new.data,
-            -- a profile created by this call keeps version 1
-            version = CASE WHEN v_old.created_at = now() AND v_old.version = 1 THEN 1 ELSE version + 1 END,
-            updated_at = now()
-        WHERE id = v_id;
-    END IF;
-    RETURN lunogram_user_json(v_id);
-END
-$fn$;
-
--- Delete every user the identifiers name; returns how many were deleted (0 -> 404).
-CREATE OR REPLACE FUNCTION lunogram_delete_user(p_project uuid, p_identifiers jsonb)
-RETURNS integer LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_ids uuid[];
-    v_seen uuid[];
-    v_count integer;
-    v_total integer := 0;
-BEGIN
-    -- two statements: the DELETE must take its snapshot after resolve has waited for the identifier locks.
-    -- A user merged away while the DELETE waited for it is gone, its identifiers now the survivor's: so
-    -- resolve again until the identifiers name no one (after a successful DELETE that is at once).
-    LOOP
-        v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_user(p_project, p_identifiers, false) ORDER BY 1);
-        EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
-        v_seen := v_ids;
-        DELETE FROM users WHERE project_id = p_project AND id = ANY (v_ids);
-        GET DIAGNOSTICS v_count = ROW_COUNT;
-        v_total := v_total + v_count;
-    END LOOP;
-    RETURN v_total;
-END
-$fn$;

@@ -1,0 +1,73 @@
+-- Upsert and delete, one definition for both kinds of profile (a template like resolve.sql: {entity},
+-- {entities}, {identifiers}, and {columns}: what an upsert may change). Each call is one statement, hence one transaction and one round trip; inside,
+-- every statement sees the previous one's writes, which a single multi-CTE statement would not.
+
+-- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields: a field given as
+-- null clears it, an omitted one keeps its value, `data` merges into the stored data at the top level.
+-- version goes up by one when anything changed, and only then. Returns the API's JSON for the profile.
+CREATE OR REPLACE FUNCTION lunogram_upsert_{entity}(p_project uuid, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_id uuid;
+    v_changed boolean := false;
+    v_old {entities}%ROWTYPE;
+    v_new {entities}%ROWTYPE;
+BEGIN
+    -- Fast path, most upserts: one identifier without metadata, naming a known profile. Locking its row is
+    -- enough: a concurrent merge or delete that removes it makes this find nothing, and full resolution
+    -- (identifier locks, create, merge) takes over.
+    IF jsonb_array_length(p_identifiers) = 1 AND NOT (p_identifiers -> 0) ? 'metadata' THEN
+        SELECT * INTO v_old FROM {entities}
+        WHERE id = (SELECT y.{entity}_id FROM {identifiers} AS y
+                    WHERE y.project_id = p_project AND y.source = p_identifiers -> 0 ->> 'source'
+                      AND y.external_id = p_identifiers -> 0 ->> 'external_id')
+        FOR NO KEY UPDATE;
+    END IF;
+    IF v_old.id IS NULL THEN
+        SELECT entity_id, changed INTO v_id, v_changed
+        FROM lunogram_resolve_{entity}(p_project, p_identifiers, true);
+        SELECT * INTO v_old FROM {entities} WHERE id = v_id FOR NO KEY UPDATE;
+    ELSE
+        v_id := v_old.id;
+    END IF;
+
+    -- p_fields holds only the model's own fields (see the *Upsert* request models), so populating the row
+    -- from it can only touch those columns
+    v_new := jsonb_populate_record(v_old, p_fields - 'data');
+    IF jsonb_typeof(p_fields -> 'data') = 'object' THEN
+        v_new.data := v_old.data || (p_fields -> 'data');
+    END IF;
+
+    IF v_changed OR v_new IS DISTINCT FROM v_old THEN
+        v_new.version := CASE WHEN v_old.created_at = now() AND v_old.version = 1  -- created by this call
+                              THEN 1 ELSE v_old.version + 1 END;
+        v_new.updated_at := now();
+        UPDATE {entities} SET ({columns}) = (SELECT {columns} FROM (SELECT (v_new).*) AS n) WHERE id = v_id;
+    END IF;
+    RETURN lunogram_{entity}_json(v_id);
+END
+$fn$;
+
+-- Delete every profile the identifiers name; returns how many were deleted (0 -> 404).
+CREATE OR REPLACE FUNCTION lunogram_delete_{entity}(p_project uuid, p_identifiers jsonb)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids uuid[];
+    v_seen uuid[];
+    v_count integer;
+    v_total integer := 0;
+BEGIN
+    -- two statements: the DELETE must take its snapshot after resolve has waited for the identifier locks.
+    -- A profile merged away while the DELETE waited for it is gone, its identifiers now the survivor's: so
+    -- resolve again until the identifiers name no one (after a successful DELETE that is at once).
+    LOOP
+        v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_{entity}(p_project, p_identifiers, false) ORDER BY 1);
+        EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
+        v_seen := v_ids;
+        DELETE FROM {entities} WHERE project_id = p_project AND id = ANY (v_ids);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_total := v_total + v_count;
+    END LOOP;
+    RETURN v_total;
+END
+$fn$;
