@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import psycopg
 import structlog
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
@@ -173,7 +174,11 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
     _refuse_a_port_in_use(settings.host, settings.port)
     sockets = [_reuse_port_socket(settings.host, settings.port) for _ in range(settings.workers)]
     banner(settings, boot, sys.stdout)
-    _OneSocketEach(config, sockets=sockets).run()
+    supervisor = _OneSocketEach(config, sockets=sockets)
+    supervisor.run()
+    # uvicorn's supervisor gives up when a worker fails at startup, but returns as if asked to stop
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise SystemExit(f"the HTTP workers failed to start on {settings.host}:{settings.port}")
 
 
 def _refuse_a_port_in_use(host: str, port: int) -> None:
