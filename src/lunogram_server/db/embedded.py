@@ -31,6 +31,17 @@ DATABASE = "lunogram"
 _SOCKET_NAME = ".s.PGSQL.5432"
 _MAX_SOCKET_PATH = 100
 
+# PostgreSQL's own defaults are sized for a tiny machine. Durability settings (fsync, synchronous_commit,
+# full_page_writes) are left as they are: a 2xx means committed to disk.
+SERVER_DEFAULTS = {
+    "shared_buffers": "256MB",
+    "wal_buffers": "16MB",
+    "wal_compression": "on",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "max_connections": "200",
+}
+
 
 def _bin(name: str) -> str:
     # Located without importing the package: its import has side effects (runtime dirs, atexit hooks).
@@ -49,7 +60,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pg_dir: Path, *, settings: dict[str, str] | None = None) -> None:
         self.pg_dir = pg_dir.resolve()
-        self.settings = dict(settings or {})
+        self.settings = {**SERVER_DEFAULTS, **(settings or {})}
         self._run_as = PG_USER_WHEN_ROOT if os.geteuid() == 0 else None
 
     @property
