@@ -11,7 +11,9 @@ ensure_venv() {
         "$PYTHON" -m venv "$VENV"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
     fi
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT"/sdk/python/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)-$extras"
+    local manifests=("$ROOT/pyproject.toml")
+    if [ -f "$ROOT/sdk/python/pyproject.toml" ]; then manifests+=("$ROOT/sdk/python/pyproject.toml"); fi
+    want="$(cat "${manifests[@]}" | sha256sum | cut -c1-16)-$extras"
     stamp="$VENV/.lunogram-installed"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "installing Lunogram into $VENV ..." >&2
