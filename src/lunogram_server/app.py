@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from lunogram_server import __version__
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
+from lunogram_server.events.runner import event_workers
 from lunogram_server.http import admin, client, ops
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
@@ -40,7 +41,11 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
         app.state.pool = pool
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
         try:
-            yield
+            if settings.role in ("all", "worker"):
+                async with event_workers(pool, settings.events):
+                    yield
+            else:
+                yield
         finally:
             await pool.close()
 

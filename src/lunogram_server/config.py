@@ -28,6 +28,21 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    """The event workers (events/worker.py)."""
+
+    worker_tasks: int = 2
+    batch_size: int = 500
+    partitions_per_claim: int = 8
+    broadcast_chunk: int = 5000
+    max_attempts: int = 8
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 3600.0
+    poll_seconds: float = 0.1
+    subscribers: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -44,6 +59,7 @@ class Settings:
     log_level: str = "info"
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def embedded(self) -> bool:
@@ -82,6 +98,15 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_MAX_JSON_DEPTH", "32", "deepest JSON nesting accepted; deeper -> 400"),
     ("LUNOGRAM_MAX_EVENTS_PER_REQUEST", "1000", "events in one batch; more -> 413"),
     ("LUNOGRAM_MAX_NAME_LENGTH", "255", "longest event or schedule name"),
+    ("LUNOGRAM_EVENT_WORKER_TASKS", "2", "event worker tasks per process with the worker role (0: none)"),
+    ("LUNOGRAM_EVENT_BATCH_SIZE", "500", "events a worker applies per transaction"),
+    ("LUNOGRAM_EVENT_PARTITIONS_PER_CLAIM", "8", "partitions (of 64) a worker takes per transaction"),
+    ("LUNOGRAM_BROADCAST_CHUNK", "5000", "targets a `match` fan-out delivers per transaction"),
+    ("LUNOGRAM_EVENT_MAX_ATTEMPTS", "8", "tries before a failing event is parked as a dead letter"),
+    ("LUNOGRAM_EVENT_RETRY_BASE_SECONDS", "1", "first retry delay of a failing event; doubles per try (jittered)"),
+    ("LUNOGRAM_EVENT_RETRY_MAX_SECONDS", "3600", "longest retry delay"),
+    ("LUNOGRAM_EVENT_POLL_SECONDS", "0.1", "how often an idle worker looks for new events"),
+    ("LUNOGRAM_EVENT_SUBSCRIBERS", "unset", "`module:name,...` plugins called with every applied event batch"),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -103,6 +128,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         max_name_length=int(env.get("LUNOGRAM_MAX_NAME_LENGTH", base.limits.max_name_length)),
     )
+    ev = base.events
+    events = EventSettings(
+        worker_tasks=max(0, int(env.get("LUNOGRAM_EVENT_WORKER_TASKS", ev.worker_tasks))),
+        batch_size=max(1, int(env.get("LUNOGRAM_EVENT_BATCH_SIZE", ev.batch_size))),
+        partitions_per_claim=max(1, int(env.get("LUNOGRAM_EVENT_PARTITIONS_PER_CLAIM", ev.partitions_per_claim))),
+        broadcast_chunk=max(1, int(env.get("LUNOGRAM_BROADCAST_CHUNK", ev.broadcast_chunk))),
+        max_attempts=max(1, int(env.get("LUNOGRAM_EVENT_MAX_ATTEMPTS", ev.max_attempts))),
+        retry_base_seconds=float(env.get("LUNOGRAM_EVENT_RETRY_BASE_SECONDS", ev.retry_base_seconds)),
+        retry_max_seconds=float(env.get("LUNOGRAM_EVENT_RETRY_MAX_SECONDS", ev.retry_max_seconds)),
+        poll_seconds=float(env.get("LUNOGRAM_EVENT_POLL_SECONDS", ev.poll_seconds)),
+        subscribers=env.get("LUNOGRAM_EVENT_SUBSCRIBERS", ev.subscribers),
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -122,4 +159,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         log_level=env.get("LUNOGRAM_LOG_LEVEL", base.log_level),
         log_json=_env_bool(env.get("LUNOGRAM_LOG_JSON", "false")),
         limits=limits,
+        events=events,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -26,8 +27,10 @@ from uvicorn.supervisors.multiprocess import Process
 
 from lunogram_server.app import build_app
 from lunogram_server.config import Settings
+from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres
 from lunogram_server.db.migrate import migrate
+from lunogram_server.events.runner import event_workers
 from lunogram_server.projects.service import Bootstrap, bootstrap
 
 log = structlog.get_logger("lunogram.server")
@@ -260,10 +263,28 @@ def _run_uvloop(coro: Any) -> None:
         asyncio.run(coro)
 
 
+async def _work_only(settings: Settings, conninfo: str) -> None:
+    """`--role worker`: event workers and no HTTP API, until SIGTERM or SIGINT."""
+    pool = await open_pool(conninfo, min_size=1, max_size=settings.events.worker_tasks + 1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with event_workers(pool, settings.events):
+            sys.stdout.write(f"Lunogram event worker is running ({settings.events.worker_tasks} tasks).\n")
+            sys.stdout.flush()
+            await stop.wait()
+    finally:
+        await pool.close()
+
+
 def _serve_on(settings: Settings, conninfo: str) -> None:
     migrate(conninfo)
     boot = asyncio.run(_bootstrap(conninfo, settings))
-    if settings.workers > 1:
+    if settings.role == "worker":
+        _run_uvloop(_work_only(settings, conninfo))
+    elif settings.workers > 1:
         _serve_workers(settings, conninfo, boot)
     else:
         _run_uvloop(_serve(settings, conninfo, boot))

@@ -1,18 +1,23 @@
-"""Event batches as the SDKs send them (CONTRACT.md "Event", "OrganizationEvent")."""
+"""Event batches as the SDKs send them (CONTRACT.md "Event", "OrganizationEvent"), and what workers hand on."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import StringConstraints
 
 from lunogram_server.identity import Identifiers, StrictModel
 
-EventName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Kind = Literal["user", "organization"]
+EventName = Annotated[str, StringConstraints(min_length=1)]
 
 
 class Event(StrictModel):
-    """Exactly one of `identifier` / `match` (checked over the whole batch, see ingest.check_targets).
+    """One event of a batch: exactly one of `identifier` / `match` (checked per batch, see ingest.py, so
+    the error names the missing or surplus field rather than the event).
 
     `data` may be omitted or null (the Go SDK sends `"data": null` for a nil map): it is stored as {}.
     """
@@ -21,3 +26,22 @@ class Event(StrictModel):
     data: dict[str, Any] | None = None
     identifier: Identifiers | None = None
     match: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    """An event applied to one target, as subscribers (lists, journeys) receive it.
+
+    For an organization event `target_id` is the organization and `member_ids` its member users at the
+    time it was applied, so a journey can act for every member.
+    """
+
+    inbox_id: int
+    project_id: UUID
+    kind: Kind
+    target_id: UUID
+    name: str
+    data: dict[str, Any]
+    accepted_at: datetime
+    broadcast: bool = False
+    member_ids: tuple[UUID, ...] = field(default=())

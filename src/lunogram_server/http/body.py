@@ -98,9 +98,9 @@ def check_content_type(request: Request) -> None:
 M = TypeVar("M", bound=BaseModel)
 
 
-async def accept(request: Request, permission: Permission, model: type[M]) -> tuple[ApiKeyAuth, M]:
+async def accept_json(request: Request, permission: Permission) -> tuple[ApiKeyAuth, Any]:
     """Everything a Client API write checks before it touches data, in the order a caller should learn it:
-    the key (401, 403), the content type (415), the body's size, syntax and shape (413, 400).
+    the key (401, 403), the content type (415), the body's size and syntax (413, 400).
 
     Routes call this instead of declaring FastAPI body parameters and dependencies: on the hot path that
     machinery cost more than everything else the server does per request (measured with bench/upsert.py).
@@ -111,19 +111,30 @@ async def accept(request: Request, permission: Permission, model: type[M]) -> tu
     raw = await read_body(request, limits.max_body_bytes)
     if not raw.strip():
         raise ProblemError(400, "body: is required")
-    value = parse_json(raw, limits)
+    return auth, parse_json(raw, limits)
+
+
+def validation_error(exc: ValidationError) -> RequestValidationError:
+    """pydantic's errors, located in the body, for the problem JSON handler (problems.py)."""
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
+
+
+async def accept(request: Request, permission: Permission, model: type[M]) -> tuple[ApiKeyAuth, M]:
+    """`accept_json`, then the body's shape (400)."""
+    auth, value = await accept_json(request, permission)
     try:
         return auth, model.model_validate(value)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
+        raise validation_error(exc) from None
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON request body of `model` (see app.py for the components)."""
+def body_schema(model: type[BaseModel], *, array: bool = False) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON request body of `model`, or a non-empty array of them
+    (see app.py for the components)."""
     BODY_MODELS.append(model)
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+    schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": ref} if array else ref
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 BODY_MODELS: list[type[BaseModel]] = []

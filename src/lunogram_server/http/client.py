@@ -8,7 +8,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from lunogram_server.http.body import accept, body_schema
+from lunogram_server.events import ingest
+from lunogram_server.events.models import Event, Kind
+from lunogram_server.http.auth import forbid_unless
+from lunogram_server.http.body import accept, accept_json, body_schema, validation_error
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.identity import IdentifierRef
 from lunogram_server.organizations import service as organizations
@@ -120,3 +123,47 @@ async def remove_member(request: Request) -> Response:
     if outcome != "removed":
         raise ProblemError(404, _MISSING[outcome])
     return Response(status_code=204)
+
+
+ACCEPTED: dict[int | str, dict[str, str]] = {202: {"description": "accepted: stored durably, processed asynchronously (no body)"}}
+
+
+async def _accept_events(request: Request, kind: Kind) -> Response:
+    """Validate the whole batch, then store it in one statement; 202 only after the commit."""
+    auth, value = await accept_json(request, Permission.WRITE)
+    try:
+        batch = ingest.validate_batch(value, request.app.state.settings.limits)
+    except ingest.ValidationError as exc:
+        raise validation_error(exc) from None
+    except ingest.BatchError as exc:
+        raise ProblemError(exc.status, exc.detail) from None
+    broadcast = ingest.first_broadcast(batch)
+    if broadcast is not None:
+        forbid_unless(auth, Permission.BROADCAST, f"[{broadcast}].match")
+    async with request.app.state.pool.connection() as conn:
+        await ingest.enqueue(conn, auth.project_id, kind, batch)
+    return Response(status_code=202)
+
+
+@router.post(
+    "/users/events",
+    status_code=202,
+    response_class=Response,
+    responses={**ACCEPTED, **ERRORS},
+    openapi_extra=body_schema(Event, array=True),
+    summary="Post a batch of user events",
+)
+async def post_user_events(request: Request) -> Response:
+    return await _accept_events(request, "user")
+
+
+@router.post(
+    "/organizations/events",
+    status_code=202,
+    response_class=Response,
+    responses={**ACCEPTED, **ERRORS},
+    openapi_extra=body_schema(Event, array=True),
+    summary="Post a batch of organization events",
+)
+async def post_organization_events(request: Request) -> Response:
+    return await _accept_events(request, "organization")

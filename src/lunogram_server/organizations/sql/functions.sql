@@ -40,6 +40,13 @@ BEGIN
         UPDATE organization_identifiers SET organization_id = p_survivor, updated_at = now()
         WHERE organization_id = v_loser.id;
 
+        -- Event history follows the profile; an event both received (one broadcast) is kept once.
+        DELETE FROM organization_events AS l
+        WHERE l.organization_id = v_loser.id
+          AND EXISTS (SELECT 1 FROM organization_events AS s
+                      WHERE s.inbox_id = l.inbox_id AND s.organization_id = p_survivor);
+        UPDATE organization_events SET organization_id = p_survivor WHERE organization_id = v_loser.id;
+
         -- Lock what the copy reads, users first, then the memberships (see lunogram_merge_users).
         PERFORM 1 FROM users AS u
         WHERE u.id IN (SELECT m.user_id FROM organization_members AS m WHERE m.organization_id = v_loser.id)
