@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -71,7 +73,7 @@ def serve(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Start the server: HTTP API (and, later, workers and scheduler) on the embedded or given PostgreSQL."""
+    """Start the server: HTTP API and event workers (by --role) on the embedded or given PostgreSQL."""
     from lunogram_server.server import AlreadyRunning
     from lunogram_server.server import serve as run_server
 
@@ -90,6 +92,35 @@ def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     with database(_settings(data_dir, database_url)):
         pass
     console.print("database is up to date")
+
+
+@app.command()
+def status(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+) -> None:
+    """Event queue figures: depth, lag, retries, dead letters and totals (the same as /metrics)."""
+    from lunogram_server.events import service as events
+
+    stats = _with_db(_settings(data_dir, database_url), events.queue_stats)
+    if json_output:
+        typer.echo(json.dumps(dataclasses.asdict(stats)))
+        return
+    table = _table("figure", "value")
+    rows = [
+        ("queue depth", f"{stats.depth:,}"),
+        ("oldest event lag", f"{stats.lag_seconds:.2f} s"),
+        ("retrying", f"{stats.retrying:,}"),
+        ("dead letters", f"{stats.dead:,}"),
+        ("accepted (total)", f"{stats.accepted:,}"),
+        ("processed (total)", f"{stats.processed:,}"),
+        ("delivered to profiles (total)", f"{stats.delivered:,}"),
+        ("failed attempts (total)", f"{stats.failed:,}"),
+    ]
+    for figure, value in rows:
+        table.add_row(figure, value)
+    _print_table(table)
 
 
 @projects_app.command("create")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 
 from lunogram_server.identity import Identifiers, StrictModel
 
@@ -45,3 +45,40 @@ class ProcessedEvent:
     accepted_at: datetime
     broadcast: bool = False
     member_ids: tuple[UUID, ...] = field(default=())
+
+
+class HistoryEvent(BaseModel):
+    """An applied event in a profile's history (admin API)."""
+
+    id: int
+    name: str
+    data: dict[str, Any]
+    accepted_at: datetime
+    created_at: datetime
+
+
+class EventPage(BaseModel):
+    """Newest first; `next_before` is the `before` of the next page, null on the last one."""
+
+    events: list[HistoryEvent]
+    next_before: int | None
+
+
+class DeadLetter(BaseModel):
+    """An event parked after `LUNOGRAM_EVENT_MAX_ATTEMPTS` failed tries (admin API)."""
+
+    id: int
+    kind: Kind
+    name: str
+    data: dict[str, Any]
+    identifier: list[dict[str, Any]] | None
+    match: dict[str, Any] | None
+    accepted_at: datetime
+    attempts: int
+    last_error: str | None
+    dead_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    events: list[DeadLetter]
+    next_before: int | None

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from lunogram_server.http.auth import Reader
+from lunogram_server.events import service as events
+from lunogram_server.events.models import DeadLetterPage, EventPage
+from lunogram_server.http.auth import Operator, Reader
 from lunogram_server.http.body import LimitedRoute
 from lunogram_server.http.client import ERRORS, PROBLEM, json_response
 from lunogram_server.http.problems import ProblemError
@@ -70,3 +72,60 @@ async def find_organization(
     async with request.app.state.pool.connection() as conn:
         text = await organizations.detail(conn, auth.project_id, source=source, external_id=external_id)
     return _found(text, f"organization with {source}:{external_id}")
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="events per page")]
+Before = Annotated[int | None, Query(ge=1, description="`next_before` of the previous page")]
+
+
+@router.get(
+    "/users/{user_id}/events",
+    response_model=EventPage,
+    responses=READ_ERRORS,
+    summary="A user's events, newest first",
+)
+async def user_events(
+    user_id: UUID, auth: Reader, request: Request, limit: Limit = 50, before: Before = None
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await events.history(conn, "user", auth.project_id, user_id, limit, before)
+    return _found(text, f"user {user_id}")
+
+
+@router.get(
+    "/organizations/{organization_id}/events",
+    response_model=EventPage,
+    responses=READ_ERRORS,
+    summary="An organization's events, newest first",
+)
+async def organization_events(
+    organization_id: UUID, auth: Reader, request: Request, limit: Limit = 50, before: Before = None
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await events.history(conn, "organization", auth.project_id, organization_id, limit, before)
+    return _found(text, f"organization {organization_id}")
+
+
+@router.get(
+    "/events/dead",
+    response_model=DeadLetterPage,
+    responses=ERRORS,
+    summary="Dead letters: events parked after repeated failures, newest first",
+)
+async def dead_letters(auth: Reader, request: Request, limit: Limit = 50, before: Before = None) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return json_response(await events.dead_letters(conn, auth.project_id, limit, before))
+
+
+@router.post(
+    "/events/dead/{event_id}/retry",
+    status_code=204,
+    response_class=Response,
+    responses=READ_ERRORS,
+    summary="Retry a dead letter (secret key)",
+)
+async def retry_dead_letter(event_id: Annotated[int, Path(ge=1)], auth: Operator, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        if not await events.retry_dead(conn, auth.project_id, event_id):
+            raise ProblemError(404, f"event {event_id}: no dead letter with this id in this project")
+    return Response(status_code=204)

@@ -110,3 +110,12 @@ def forbid_unless(auth: ApiKeyAuth, permission: Permission, what: str) -> None:
 
 
 Reader = Annotated[ApiKeyAuth, Depends(require(Permission.READ))]
+
+
+async def _secret_only(auth: Annotated[ApiKeyAuth, Depends(authenticate)]) -> ApiKeyAuth:
+    if auth.kind != "secret":
+        raise ProblemError(403, "this operator action needs a secret key")
+    return auth
+
+
+Operator = Annotated[ApiKeyAuth, Depends(_secret_only)]

@@ -125,7 +125,9 @@ async def remove_member(request: Request) -> Response:
     return Response(status_code=204)
 
 
-ACCEPTED: dict[int | str, dict[str, str]] = {202: {"description": "accepted: stored durably, processed asynchronously (no body)"}}
+ACCEPTED: dict[int | str, dict[str, str]] = {
+    202: {"description": "accepted: stored durably, processed asynchronously (no body)"}
+}
 
 
 async def _accept_events(request: Request, kind: Kind) -> Response:

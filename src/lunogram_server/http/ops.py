@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lunogram_server.events import service as events
+
 router = APIRouter(tags=["operations"])
 
 
@@ -91,5 +93,30 @@ async def metrics(request: Request) -> Response:
         f'lunogram_db_pool_connections{{state="available"}} {stats.get("pool_available", 0)}',
         f'lunogram_db_pool_connections{{state="waiting_requests"}} {stats.get("requests_waiting", 0)}',
     ]
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            lines += event_metric_lines(await events.queue_stats(conn))
+    except Exception as exc:  # the HTTP figures are still worth serving without the database's
+        lines.append(f"# event figures unavailable: {type(exc).__name__}")
     body = generate_latest(registry) + ("\n".join(lines) + "\n").encode()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+_EVENT_METRICS = [
+    ("lunogram_events_accepted_total", "counter", "Events accepted into the inbox", "accepted"),
+    ("lunogram_events_processed_total", "counter", "Accepted events applied (a broadcast counts once)", "processed"),
+    ("lunogram_events_delivered_total", "counter", "History entries written (one per target)", "delivered"),
+    ("lunogram_events_failed_total", "counter", "Failed attempts to apply an event", "failed"),
+    ("lunogram_event_queue_depth", "gauge", "Events accepted and not yet applied", "depth"),
+    ("lunogram_event_queue_retrying", "gauge", "Queued events waiting to be retried", "retrying"),
+    ("lunogram_events_dead", "gauge", "Dead letters: events parked after repeated failures", "dead"),
+    ("lunogram_event_queue_lag_seconds", "gauge", "Age of the oldest event not yet applied", "lag_seconds"),
+]
+
+
+def event_metric_lines(stats: events.QueueStats) -> list[str]:
+    """Database-wide figures: the same whichever process is scraped, and they survive restarts."""
+    lines: list[str] = []
+    for name, kind, meaning, attribute in _EVENT_METRICS:
+        lines += [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}", f"{name} {getattr(stats, attribute)}"]
+    return lines

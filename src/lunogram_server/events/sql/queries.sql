@@ -133,10 +133,16 @@ SELECT count(*) FILTER (WHERE dead_at IS NULL) AS depth,
 FROM event_inbox
 
 -- name: history_page
--- A profile's events, newest first; `before` is the last id of the previous page.
-SELECT coalesce(jsonb_agg(jsonb_build_object(
-           'id', h.id, 'name', h.name, 'data', h.data, 'accepted_at', h.accepted_at,
-           'created_at', h.created_at) ORDER BY h.id DESC), '[]'::jsonb)::text
+-- A profile's events, newest first, as `{events, next_before}`: pass `next_before` as `before` for the next
+-- page (null: no more). NULL when the profile is not in the project.
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM {entities} WHERE id = %(target_id)s AND project_id = %(project_id)s)
+            THEN NULL
+            ELSE jsonb_build_object(
+                'events', coalesce(jsonb_agg(jsonb_build_object(
+                    'id', h.id, 'name', h.name, 'data', h.data, 'accepted_at', h.accepted_at,
+                    'created_at', h.created_at) ORDER BY h.id DESC) FILTER (WHERE h.id IS NOT NULL), '[]'::jsonb),
+                'next_before', CASE WHEN count(h.id) = %(limit)s THEN min(h.id) END)::text
+       END
 FROM (
     SELECT * FROM {history}
     WHERE {entity}_id = %(target_id)s AND project_id = %(project_id)s
@@ -146,11 +152,13 @@ FROM (
 ) AS h
 
 -- name: dead_page
--- Parked events of a project, newest first.
-SELECT coalesce(jsonb_agg(jsonb_build_object(
-           'id', d.id, 'kind', d.kind, 'name', d.name, 'data', d.data, 'identifier', d.identifiers,
-           'match', d.match, 'accepted_at', d.accepted_at, 'attempts', d.attempts, 'last_error', d.last_error,
-           'dead_at', d.dead_at) ORDER BY d.id DESC), '[]'::jsonb)::text
+-- Parked events of a project, newest first, paged like history_page.
+SELECT jsonb_build_object(
+           'events', coalesce(jsonb_agg(jsonb_build_object(
+               'id', d.id, 'kind', d.kind, 'name', d.name, 'data', d.data, 'identifier', d.identifiers,
+               'match', d.match, 'accepted_at', d.accepted_at, 'attempts', d.attempts,
+               'last_error', d.last_error, 'dead_at', d.dead_at) ORDER BY d.id DESC), '[]'::jsonb),
+           'next_before', CASE WHEN count(*) = %(limit)s THEN min(d.id) END)::text
 FROM (
     SELECT * FROM event_inbox
     WHERE project_id = %(project_id)s AND dead_at IS NOT NULL
