@@ -34,6 +34,8 @@ from helpers import Server
 USERS = "/client/users"
 ORGS = "/client/organizations"
 MEMBERS = "/client/organizations/users"
+USER_EVENTS = "/client/users/events"
+ORG_EVENTS = "/client/organizations/events"
 FRESH = "<fresh>"  # placeholder the tests replace with a never-used external id before sending
 SHARED = [f"fz_shared_{i}" for i in range(4)]  # ids reused across examples, so upserts also attach and merge
 JSON = {"Content-Type": "application/json"}
@@ -46,6 +48,8 @@ ALLOWED = {
     ("DELETE", ORGS): {204, 400, 404, 413},
     ("POST", MEMBERS): {200, 400, 413},
     ("DELETE", MEMBERS): {204, 400, 404, 413},
+    ("POST", USER_EVENTS): {202, 400, 413},
+    ("POST", ORG_EVENTS): {202, 400, 413},
 }
 ROUTES = list(ALLOWED)
 # LUNOGRAM_FUZZ_EXAMPLES=2000 for a longer hunt; the default keeps the file well under a minute
@@ -88,7 +92,17 @@ identifier = st.fixed_dictionaries(
 identifiers = st.lists(identifier, min_size=1, max_size=3)
 ref = st.fixed_dictionaries({"identifier": identifiers})
 
-VALID: dict[tuple[str, str], st.SearchStrategy[dict[str, Any]]] = {
+event_names = st.sampled_from(["signup", "Order Completed", "scheduled.trial_end"]) | safe_text.filter(bool)
+# a broadcast that matches no one: the fuzz server's other users must not all receive every example
+no_one = st.fixed_dictionaries({"fz_never_set": safe_text})
+event_batches = st.lists(
+    st.fixed_dictionaries({"name": event_names, "identifier": identifiers}, optional={"data": safe_objects | st.none()})
+    | st.fixed_dictionaries({"name": event_names, "match": no_one}, optional={"data": safe_objects | st.none()}),
+    min_size=1,
+    max_size=4,
+)
+
+VALID: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("POST", USERS): st.fixed_dictionaries(
         {"identifier": identifiers},
         optional={
@@ -108,6 +122,8 @@ VALID: dict[tuple[str, str], st.SearchStrategy[dict[str, Any]]] = {
         {"organization": ref, "user": ref}, optional={"data": safe_objects | st.none()}
     ),
     ("DELETE", MEMBERS): st.fixed_dictionaries({"organization": ref, "user": ref}),
+    ("POST", USER_EVENTS): event_batches,
+    ("POST", ORG_EVENTS): event_batches,
 }
 
 Path = tuple[str | int, ...]
@@ -139,7 +155,7 @@ def at(value: Any, path: Path) -> Any:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> Any:
     """A valid body with one location replaced by arbitrary JSON, removed, or one unknown key added."""
     body = draw(valid)
     how = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
@@ -187,9 +203,14 @@ def freshen(value: Any, fresh: list[str]) -> Any:
 
 
 def stored(db: psycopg.Connection[Any], ids: list[str]) -> int:
+    """How many of `ids` the database holds: as identifiers, or in an event still waiting in the inbox (a
+    worker creates the identifier and removes the event in one transaction, so one snapshot sees either)."""
     row = db.execute(
-        "SELECT (SELECT count(*) FROM user_identifiers WHERE external_id = ANY (%(ids)s))"
-        " + (SELECT count(*) FROM organization_identifiers WHERE external_id = ANY (%(ids)s))",
+        "SELECT count(*) FROM unnest(%(ids)s::text[]) AS f(id)"
+        " WHERE EXISTS (SELECT 1 FROM user_identifiers WHERE external_id = f.id)"
+        " OR EXISTS (SELECT 1 FROM organization_identifiers WHERE external_id = f.id)"
+        " OR EXISTS (SELECT 1 FROM event_inbox"
+        "            WHERE identifiers @> jsonb_build_array(jsonb_build_object('external_id', f.id)))",
         {"ids": ids},
     ).fetchone()
     assert row is not None
@@ -210,7 +231,7 @@ def check_response(route: tuple[str, str], response: httpx.Response) -> None:
         assert problem["title"]
         assert isinstance(problem["detail"], str)
         assert problem["detail"]
-    elif status == 204 or route == ("POST", MEMBERS):
+    elif status in (202, 204) or route == ("POST", MEMBERS):
         assert response.content == b""
         assert "json" not in content_type
     else:
@@ -276,7 +297,10 @@ def test_valid_bodies_are_accepted(
         body = freshen(body, fresh)
         response = send(fuzz, route, body)
         check_response(route, response)
-        if method == "POST":
+        if route in (("POST", USER_EVENTS), ("POST", ORG_EVENTS)):
+            assert response.status_code == 202, response.text
+            assert stored(fuzz_db, fresh) == len(set(fresh))
+        elif method == "POST":
             assert response.status_code == 200, response.text
             assert stored(fuzz_db, fresh) == len(fresh)
         else:
