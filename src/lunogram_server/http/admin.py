@@ -75,7 +75,8 @@ async def find_organization(
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="events per page")]
-Before = Annotated[int | None, Query(ge=1, description="`next_before` of the previous page")]
+BIGINT_MAX = 2**63 - 1  # event ids are PostgreSQL bigints: a larger one is a 400, not a database error
+Before = Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="`next_before` of the previous page")]
 
 
 @router.get(
@@ -124,7 +125,9 @@ async def dead_letters(auth: Reader, request: Request, limit: Limit = 50, before
     responses=READ_ERRORS,
     summary="Retry a dead letter (secret key)",
 )
-async def retry_dead_letter(event_id: Annotated[int, Path(ge=1)], auth: Operator, request: Request) -> Response:
+async def retry_dead_letter(
+    event_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], auth: Operator, request: Request
+) -> Response:
     async with request.app.state.pool.connection() as conn:
         if not await events.retry_dead(conn, auth.project_id, event_id):
             raise ProblemError(404, f"event {event_id}: no dead letter with this id in this project")
