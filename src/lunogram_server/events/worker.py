@@ -112,8 +112,13 @@ class EventWorker:
     async def _batch(self, only: list[int] | None) -> int:
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                SHARED["claim"],
-                {"partitions": self.config.partitions_per_claim, "limit": self.config.batch_size, "only": only},
+                SHARED["claim_partitions"], {"partitions": self.config.partitions_per_claim, "only": only}
+            )
+            partitions = [partition for (partition,) in await cursor.fetchall()]
+            if not partitions:
+                return 0
+            cursor = await conn.execute(
+                SHARED["claim_events"], {"partitions": partitions, "limit": self.config.batch_size}
             )
             rows = [_Row(*values) for values in await cursor.fetchall()]
             if not rows:
@@ -163,13 +168,15 @@ class EventWorker:
             direct = [row for row in rows if row.kind == kind and row.identifiers is not None]
             if direct:
                 targets = await self._resolve(conn, kind, direct)
-                await conn.execute(
+                cursor = await conn.execute(
                     BY_KIND[kind]["write_history"],
                     {"inbox_ids": [row.id for row in direct], "target_ids": [targets[row.id] for row in direct]},
                 )
-                tally.delivered += len(direct)
+                # what history did not already hold: a replay hands nothing to subscribers twice
+                written = {inbox_id for (inbox_id,) in await cursor.fetchall()}
+                tally.delivered += len(written)
                 finished += [row.id for row in direct]
-                processed += [_processed(row, targets[row.id]) for row in direct]
+                processed += [_processed(row, targets[row.id]) for row in direct if row.id in written]
         for row in rows:
             if row.match is not None:
                 delivered, done = await self._broadcast_step(conn, row)

@@ -16,24 +16,26 @@ SELECT %(project_id)s, %(kind)s,
 FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS t(e, ord)
 ORDER BY ord
 
--- name: claim
--- Lock up to %(partitions)s partitions that have due events (skipping those other workers hold) and take
--- their oldest due events. The locks last until this transaction ends: commit, rollback or a dropped
--- connection. A partition is claimed again only once this transaction has committed its events.
--- %(only)s (or NULL) limits the claim to given partitions: the retry of a failed batch, one event at a time.
-WITH claimed AS (
-    SELECT p.partition FROM event_partitions AS p
-    WHERE (%(only)s::smallint[] IS NULL OR p.partition = ANY (%(only)s::smallint[]))
-      AND EXISTS (SELECT 1 FROM event_inbox AS i
-                  WHERE i.partition = p.partition AND i.dead_at IS NULL AND i.next_attempt_at <= now())
-    ORDER BY random()
-    LIMIT %(partitions)s
-    FOR UPDATE SKIP LOCKED
-)
-SELECT i.id, i.partition, i.project_id, i.kind, i.name, i.data, i.identifiers, i.match, i.accepted_at, i.attempts,
-       i.broadcast_cursor
+-- name: claim_partitions
+-- Lock up to %(partitions)s partitions that have due events, skipping those other workers hold. The locks
+-- last until this transaction ends: commit, rollback or a dropped connection. %(only)s (or NULL) limits the
+-- claim to given partitions: the retry of a failed batch, one event at a time.
+SELECT p.partition FROM event_partitions AS p
+WHERE (%(only)s::smallint[] IS NULL OR p.partition = ANY (%(only)s::smallint[]))
+  AND EXISTS (SELECT 1 FROM event_inbox AS i
+              WHERE i.partition = p.partition AND i.dead_at IS NULL AND i.next_attempt_at <= now())
+ORDER BY random()
+LIMIT %(partitions)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_events
+-- The claimed partitions' oldest due events. A statement of its own, after the lock: its snapshot then
+-- includes the commit of the worker that held a partition before us, so rows it applied are gone (one
+-- statement would read the inbox as it was before it waited, and apply them again).
+SELECT i.id, i.partition, i.project_id, i.kind, i.name, i.data, i.identifiers, i.match, i.accepted_at,
+       i.attempts, i.broadcast_cursor
 FROM event_inbox AS i
-WHERE i.partition = ANY (ARRAY(SELECT partition FROM claimed))
+WHERE i.partition = ANY (%(partitions)s::smallint[])
   AND i.dead_at IS NULL AND i.next_attempt_at <= now()
 ORDER BY i.id
 LIMIT %(limit)s
@@ -64,6 +66,7 @@ FROM unnest(%(inbox_ids)s::bigint[], %(target_ids)s::uuid[]) AS t(inbox_id, targ
 JOIN event_inbox AS i ON i.id = t.inbox_id
 ORDER BY i.id
 ON CONFLICT (inbox_id, {entity}_id) DO NOTHING
+RETURNING inbox_id
 
 -- name: broadcast_chunk
 -- One bounded step of a match fan-out: the next targets after the cursor (in id order), each given the
