@@ -25,7 +25,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from lunogram_server.app import build_app
+from lunogram_server.app import build_app, settle_garbage_collector
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres
@@ -272,6 +272,7 @@ async def _work_only(settings: Settings, conninfo: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with event_workers(pool, settings.events):
+            settle_garbage_collector()
             sys.stdout.write(f"Lunogram event worker is running ({settings.events.worker_tasks} tasks).\n")
             sys.stdout.flush()
             await stop.wait()
