@@ -176,12 +176,14 @@ class EventWorker:
                 written = {inbox_id for (inbox_id,) in await cursor.fetchall()}
                 tally.delivered += len(written)
                 finished += [row.id for row in direct]
-                processed += [_processed(row, targets[row.id]) for row in direct if row.id in written]
+                if self.subscribers:
+                    processed += [_processed(row, targets[row.id]) for row in direct if row.id in written]
         for row in rows:
             if row.match is not None:
                 delivered, done = await self._broadcast_step(conn, row)
                 tally.delivered += len(delivered)
-                processed += [_processed(row, target, broadcast=True) for target in delivered]
+                if self.subscribers:
+                    processed += [_processed(row, target, broadcast=True) for target in delivered]
                 if done:
                     finished.append(row.id)
         if self.subscribers and processed:
