@@ -1,0 +1,1 @@
+"""Scheduled resources (CONTRACT.md "UpsertScheduled", "Schedules"): one-time and recurring schedules per target."""
