@@ -17,10 +17,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from lunogram_server import __version__
+from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
-from lunogram_server.events.runner import event_workers
-from lunogram_server.http import admin, client, ops
+from lunogram_server.http import admin, client, ops, schedules
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.problems import install_handlers
@@ -43,10 +43,7 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
         settle_garbage_collector()
         try:
-            if settings.role in ("all", "worker"):
-                async with event_workers(pool, settings.events):
-                    yield
-            else:
+            async with background(pool, settings):
                 yield
         finally:
             await pool.close()
@@ -64,9 +61,10 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_handlers(app)
-    app.include_router(client.router, prefix="/api")
-    # The same routes without /api, hidden from the schema: SDKs configured with the bare host still work.
-    app.include_router(client.router, include_in_schema=False)
+    for router in (client.router, schedules.router):
+        app.include_router(router, prefix="/api")
+        # The same routes without /api, hidden from the schema: SDKs configured with the bare host still work.
+        app.include_router(router, include_in_schema=False)
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.add_middleware(

@@ -43,6 +43,15 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    """The schedulers (schedules/scheduler.py)."""
+
+    scheduler_tasks: int = 1
+    batch_size: int = 1000
+    poll_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -60,6 +69,7 @@ class Settings:
     log_json: bool = False
     limits: Limits = field(default_factory=Limits)
     events: EventSettings = field(default_factory=EventSettings)
+    schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
 
     @property
     def embedded(self) -> bool:
@@ -107,6 +117,9 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_EVENT_RETRY_MAX_SECONDS", "3600", "longest retry delay"),
     ("LUNOGRAM_EVENT_POLL_SECONDS", "0.1", "how often an idle worker looks for new events"),
     ("LUNOGRAM_EVENT_SUBSCRIBERS", "unset", "`module:name,...` plugins called with every applied event batch"),
+    ("LUNOGRAM_SCHEDULER_TASKS", "1", "scheduler tasks per process with the scheduler role (0: none)"),
+    ("LUNOGRAM_SCHEDULER_BATCH_SIZE", "1000", "due schedules fired per transaction"),
+    ("LUNOGRAM_SCHEDULER_POLL_SECONDS", "0.2", "how often an idle scheduler looks for due schedules"),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -140,6 +153,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         poll_seconds=float(env.get("LUNOGRAM_EVENT_POLL_SECONDS", ev.poll_seconds)),
         subscribers=env.get("LUNOGRAM_EVENT_SUBSCRIBERS", ev.subscribers),
     )
+    sc = base.schedules
+    schedules = ScheduleSettings(
+        scheduler_tasks=max(0, int(env.get("LUNOGRAM_SCHEDULER_TASKS", sc.scheduler_tasks))),
+        batch_size=max(1, int(env.get("LUNOGRAM_SCHEDULER_BATCH_SIZE", sc.batch_size))),
+        poll_seconds=float(env.get("LUNOGRAM_SCHEDULER_POLL_SECONDS", sc.poll_seconds)),
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -160,4 +179,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         log_json=_env_bool(env.get("LUNOGRAM_LOG_JSON", "false")),
         limits=limits,
         events=events,
+        schedules=schedules,
     )

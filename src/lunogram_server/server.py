@@ -26,11 +26,11 @@ from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
 from lunogram_server.app import build_app, settle_garbage_collector
+from lunogram_server.background import background, loop_count
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres
 from lunogram_server.db.migrate import migrate
-from lunogram_server.events.runner import event_workers
 from lunogram_server.projects.service import Bootstrap, bootstrap
 
 log = structlog.get_logger("lunogram.server")
@@ -263,17 +263,17 @@ def _run_uvloop(coro: Any) -> None:
         asyncio.run(coro)
 
 
-async def _work_only(settings: Settings, conninfo: str) -> None:
-    """`--role worker`: event workers and no HTTP API, until SIGTERM or SIGINT."""
-    pool = await open_pool(conninfo, min_size=1, max_size=settings.events.worker_tasks + 1)
+async def _background_only(settings: Settings, conninfo: str) -> None:
+    """`--role worker` / `--role scheduler`: those loops and no HTTP API, until SIGTERM or SIGINT."""
+    pool = await open_pool(conninfo, min_size=1, max_size=loop_count(settings) + 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with event_workers(pool, settings.events):
+        async with background(pool, settings):
             settle_garbage_collector()
-            sys.stdout.write(f"Lunogram event worker is running ({settings.events.worker_tasks} tasks).\n")
+            sys.stdout.write(f"Lunogram {settings.role} is running ({loop_count(settings)} tasks).\n")
             sys.stdout.flush()
             await stop.wait()
     finally:
@@ -283,8 +283,8 @@ async def _work_only(settings: Settings, conninfo: str) -> None:
 def _serve_on(settings: Settings, conninfo: str) -> None:
     migrate(conninfo)
     boot = asyncio.run(_bootstrap(conninfo, settings))
-    if settings.role == "worker":
-        _run_uvloop(_work_only(settings, conninfo))
+    if settings.role in ("worker", "scheduler"):
+        _run_uvloop(_background_only(settings, conninfo))
     elif settings.workers > 1:
         _serve_workers(settings, conninfo, boot)
     else:

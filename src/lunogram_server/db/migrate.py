@@ -34,7 +34,11 @@ _IDENTITY_KINDS = [
     },
 ]
 # Routines in install order; each file is CREATE OR REPLACE only.
-_ROUTINES = [("lunogram_server.users", "functions.sql"), ("lunogram_server.organizations", "functions.sql")]
+_ROUTINES = [
+    ("lunogram_server.users", "functions.sql"),
+    ("lunogram_server.organizations", "functions.sql"),
+    ("lunogram_server.events", "functions.sql"),
+]
 
 
 def migration_files() -> list[tuple[int, str, str]]:

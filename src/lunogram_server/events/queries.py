@@ -1,5 +1,5 @@
-"""The pipeline's named SQL (sql/queries.sql), with its per-kind templates rendered for users and
-organizations."""
+"""Named SQL with per-kind templates: {entity} (user, organization), {entities} (its table), {identifiers}
+(its identifier table) and {history} (its event table), rendered for users and organizations."""
 
 from __future__ import annotations
 
@@ -23,8 +23,14 @@ def _render(text: str, kind: Kind) -> str:
     return text
 
 
-_RAW = load_queries("lunogram_server.events")
-SHARED: dict[str, str] = {name: text for name, text in _RAW.items() if "{" not in text}
-BY_KIND: dict[Kind, dict[str, str]] = {
-    kind: {name: _render(text, kind) for name, text in _RAW.items() if "{" in text} for kind in _TOKENS
-}
+def load_kind_queries(package: str) -> tuple[dict[str, str], dict[Kind, dict[str, str]]]:
+    """A package's sql/queries.sql as (queries without templates, templates rendered for each kind)."""
+    raw = load_queries(package)
+    shared = {name: text for name, text in raw.items() if "{" not in text}
+    by_kind: dict[Kind, dict[str, str]] = {
+        kind: {name: _render(text, kind) for name, text in raw.items() if "{" in text} for kind in _TOKENS
+    }
+    return shared, by_kind
+
+
+SHARED, BY_KIND = load_kind_queries("lunogram_server.events")

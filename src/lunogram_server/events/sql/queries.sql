@@ -7,11 +7,10 @@
 -- partition (its first identifier's hash), which is what keeps them in order; a broadcast hashes its match.
 INSERT INTO event_inbox (project_id, kind, partition, name, data, identifiers, match)
 SELECT %(project_id)s, %(kind)s,
-       mod(abs(hashtextextended(
-               %(project_id)s::text || ':' || %(kind)s || ':' ||
-               CASE WHEN e ? 'identifier'
-                    THEN (e -> 'identifier' -> 0 ->> 'source') || ':' || (e -> 'identifier' -> 0 ->> 'external_id')
-                    ELSE 'match:' || (e ->> 'match') END, 0)), 64),
+       lunogram_event_partition(%(project_id)s, %(kind)s,
+           CASE WHEN e ? 'identifier'
+                THEN (e -> 'identifier' -> 0 ->> 'source') || ':' || (e -> 'identifier' -> 0 ->> 'external_id')
+                ELSE 'match:' || (e ->> 'match') END),
        e ->> 'name', e -> 'data', e -> 'identifier', e -> 'match'
 FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS t(e, ord)
 ORDER BY ord

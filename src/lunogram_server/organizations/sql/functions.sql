@@ -47,6 +47,12 @@ BEGIN
                       WHERE s.inbox_id = l.inbox_id AND s.organization_id = p_survivor);
         UPDATE organization_events SET organization_id = p_survivor WHERE organization_id = v_loser.id;
 
+        -- Schedules follow the profile; on a name clash the survivor's own schedule wins.
+        DELETE FROM schedules AS l
+        WHERE l.organization_id = v_loser.id
+          AND EXISTS (SELECT 1 FROM schedules AS s WHERE s.organization_id = p_survivor AND s.name = l.name);
+        UPDATE schedules SET organization_id = p_survivor, updated_at = now() WHERE organization_id = v_loser.id;
+
         -- Lock what the copy reads, users first, then the memberships (see lunogram_merge_users).
         PERFORM 1 FROM users AS u
         WHERE u.id IN (SELECT m.user_id FROM organization_members AS m WHERE m.organization_id = v_loser.id)

@@ -54,6 +54,12 @@ BEGIN
           AND EXISTS (SELECT 1 FROM user_events AS s WHERE s.inbox_id = l.inbox_id AND s.user_id = p_survivor);
         UPDATE user_events SET user_id = p_survivor WHERE user_id = v_loser.id;
 
+        -- Schedules follow the profile; on a name clash the survivor's own schedule wins.
+        DELETE FROM schedules AS l
+        WHERE l.user_id = v_loser.id
+          AND EXISTS (SELECT 1 FROM schedules AS s WHERE s.user_id = p_survivor AND s.name = l.name);
+        UPDATE schedules SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
+
         -- Lock what the copy reads, organizations first, then the memberships: a concurrent delete of one of
         -- those organizations or removal of one of those memberships then either commits first (and the copy
         -- skips it, instead of failing on the foreign key or bringing it back) or waits for the merge.

@@ -1,0 +1,51 @@
+"""The background loops a process runs by its role: event workers (roles all, worker) and schedulers
+(roles all, scheduler), on the process's pool, until the block exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from lunogram_server.config import Settings
+from lunogram_server.events.subscribers import load_subscribers
+from lunogram_server.events.worker import EventWorker
+from lunogram_server.schedules.scheduler import Scheduler
+
+
+def loop_count(settings: Settings) -> int:
+    """How many loops (each holding a connection while it works) this process runs."""
+    workers = settings.events.worker_tasks if settings.role in ("all", "worker") else 0
+    schedulers = settings.schedules.scheduler_tasks if settings.role in ("all", "scheduler") else 0
+    return workers + schedulers
+
+
+@asynccontextmanager
+async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> AsyncIterator[None]:
+    """Start the loops; on exit, let each finish the batch in hand (a killed process rolls it back instead,
+    and whoever claims it next applies it)."""
+    stop = asyncio.Event()
+    loops: list[tuple[str, Coroutine[Any, Any, None]]] = []
+    prefix = f"{socket.gethostname()}:{os.getpid()}"
+    if settings.role in ("all", "worker"):
+        subscribers = load_subscribers(settings.events.subscribers)
+        for n in range(settings.events.worker_tasks):
+            worker = EventWorker(pool, settings.events, subscribers, f"{prefix}:{n}")
+            loops.append((worker.name, worker.run(stop)))
+    if settings.role in ("all", "scheduler"):
+        for n in range(settings.schedules.scheduler_tasks):
+            scheduler = Scheduler(
+                pool, batch_size=settings.schedules.batch_size, poll_seconds=settings.schedules.poll_seconds
+            )
+            loops.append((f"{prefix}:scheduler:{n}", scheduler.run(stop)))
+    tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in loops]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
