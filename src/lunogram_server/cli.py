@@ -100,12 +100,16 @@ def status(
     database_url: DatabaseUrl = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
 ) -> None:
-    """Event queue figures: depth, lag, retries, dead letters and totals (the same as /metrics)."""
+    """Event queue and schedule figures: depth, lag, retries, dead letters, totals (the same as /metrics)."""
     from lunogram_server.events import service as events
+    from lunogram_server.schedules import service as schedules
 
-    stats = _with_db(_settings(data_dir, database_url), events.queue_stats)
+    async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[events.QueueStats, schedules.ScheduleStats]:
+        return await events.queue_stats(conn), await schedules.stats(conn)
+
+    stats, due = _with_db(_settings(data_dir, database_url), read)
     if json_output:
-        typer.echo(json.dumps(dataclasses.asdict(stats)))
+        typer.echo(json.dumps({**dataclasses.asdict(stats), "schedules": dataclasses.asdict(due)}))
         return
     table = _table("figure", "value")
     rows = [
@@ -117,6 +121,9 @@ def status(
         ("processed (total)", f"{stats.processed:,}"),
         ("delivered to profiles (total)", f"{stats.delivered:,}"),
         ("failed attempts (total)", f"{stats.failed:,}"),
+        ("schedules active", f"{due.active:,}"),
+        ("schedules due now", f"{due.due:,}"),
+        ("schedule lag", f"{due.lag_seconds:.2f} s"),
     ]
     for figure, value in rows:
         table.add_row(figure, value)

@@ -17,6 +17,8 @@ from lunogram_server.http.problems import ProblemError
 from lunogram_server.identity import DEFAULT_SOURCE
 from lunogram_server.organizations import service as organizations
 from lunogram_server.organizations.models import OrganizationDetail
+from lunogram_server.schedules import service as schedules
+from lunogram_server.schedules.models import ScheduleDetail
 from lunogram_server.users import service as users
 from lunogram_server.users.models import UserDetail
 
@@ -132,3 +134,26 @@ async def retry_dead_letter(
         if not await events.retry_dead(conn, auth.project_id, event_id):
             raise ProblemError(404, f"event {event_id}: no dead letter with this id in this project")
     return Response(status_code=204)
+
+
+@router.get(
+    "/users/{user_id}/schedules",
+    response_model=list[ScheduleDetail],
+    responses=READ_ERRORS,
+    summary="A user's schedules, soonest first",
+)
+async def user_schedules(user_id: UUID, auth: Reader, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return _found(await schedules.of_profile(conn, auth.project_id, "user", user_id), f"user {user_id}")
+
+
+@router.get(
+    "/organizations/{organization_id}/schedules",
+    response_model=list[ScheduleDetail],
+    responses=READ_ERRORS,
+    summary="An organization's schedules, soonest first",
+)
+async def organization_schedules(organization_id: UUID, auth: Reader, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await schedules.of_profile(conn, auth.project_id, "organization", organization_id)
+    return _found(text, f"organization {organization_id}")

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lunogram_server.events import service as events
+from lunogram_server.schedules import service as schedules
 
 router = APIRouter(tags=["operations"])
 
@@ -96,6 +97,7 @@ async def metrics(request: Request) -> Response:
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
             lines += event_metric_lines(await events.queue_stats(conn))
+            lines += schedule_metric_lines(await schedules.stats(conn))
     except Exception as exc:  # the HTTP figures are still worth serving without the database's
         lines.append(f"# event figures unavailable: {type(exc).__name__}")
     body = generate_latest(registry) + ("\n".join(lines) + "\n").encode()
@@ -114,9 +116,24 @@ _EVENT_METRICS = [
 ]
 
 
-def event_metric_lines(stats: events.QueueStats) -> list[str]:
+_SCHEDULE_METRICS = [
+    ("lunogram_schedules_active", "gauge", "Schedules with a next firing", "active"),
+    ("lunogram_schedules_due", "gauge", "Schedules due and not fired yet", "due"),
+    ("lunogram_schedule_lag_seconds", "gauge", "How late the most overdue firing is", "lag_seconds"),
+]
+
+
+def _metric_lines(metrics: list[tuple[str, str, str, str]], stats: object) -> list[str]:
     """Database-wide figures: the same whichever process is scraped, and they survive restarts."""
     lines: list[str] = []
-    for name, kind, meaning, attribute in _EVENT_METRICS:
+    for name, kind, meaning, attribute in metrics:
         lines += [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}", f"{name} {getattr(stats, attribute)}"]
     return lines
+
+
+def event_metric_lines(stats: events.QueueStats) -> list[str]:
+    return _metric_lines(_EVENT_METRICS, stats)
+
+
+def schedule_metric_lines(stats: schedules.ScheduleStats) -> list[str]:
+    return _metric_lines(_SCHEDULE_METRICS, stats)

@@ -36,3 +36,18 @@ class ScheduledAccepted(BaseModel):
     name: str
     scheduled_at: datetime | None  # the next firing
     data: dict[str, Any]
+
+
+class ScheduleDetail(BaseModel):
+    """A schedule as operators see it (admin API)."""
+
+    id: UUID
+    name: str
+    data: dict[str, Any]
+    anchor_at: datetime
+    interval: str | None  # canonical text; null for a one-time schedule
+    next_at: datetime | None  # null once a one-time schedule has fired
+    fired: int
+    last_fired_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
