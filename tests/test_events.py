@@ -944,3 +944,32 @@ def test_server_refuses_to_start_with_a_bad_subscriber(server_factory: Callable[
     with pytest.raises(AssertionError, match="server exited"):
         server.start(timeout=30)
     assert "event_plugins:NoSuchSubscriber" in server.log()
+
+
+@pytest.mark.parametrize("kind", ["users", "organizations"])
+async def test_a_profile_merged_away_later_in_the_same_batch_gets_its_events_on_the_survivor(
+    paused: Server, kind: str
+) -> None:
+    """Event 1 creates a profile for a new identifier; event 2, in the same batch, names that identifier and
+    an older profile's, so resolution merges the new profile into the older one: both events must land on
+    the survivor (not fail the batch on a profile that no longer exists)."""
+    new, old = uid("new"), uid("old")
+    with paused.client() as client:
+        response = client.post(f"/client/{kind}", json={"identifier": [ident(old)]})
+        assert response.status_code == 200, response.text
+        survivor = response.json()["id"]
+        post_events(
+            client,
+            [
+                {"name": "first", "identifier": [ident(new)]},
+                {"name": "second", "identifier": [ident(new), ident(old)]},
+            ],
+            kind,
+        )
+    table, column_name = ("user_events", "user_id") if kind == "users" else ("organization_events", "organization_id")
+    async with worker_pool(paused) as pool:
+        await drain(pool, [EventWorker(pool, EventSettings(batch_size=50))])
+        rows = await afetch(pool, f"SELECT name, {column_name}::text FROM {table} ORDER BY id DESC LIMIT 2")
+        dead = await afetch(pool, "SELECT count(*) FROM event_inbox WHERE dead_at IS NOT NULL")
+    assert sorted(rows) == [("first", survivor), ("second", survivor)]
+    assert dead == [(0,)]

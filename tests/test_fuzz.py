@@ -36,6 +36,10 @@ ORGS = "/client/organizations"
 MEMBERS = "/client/organizations/users"
 USER_EVENTS = "/client/users/events"
 ORG_EVENTS = "/client/organizations/events"
+USER_SCHEDULES = "/client/users/scheduled"
+ORG_SCHEDULES = "/client/organizations/scheduled"
+EVENT_ROUTES = {("POST", USER_EVENTS), ("POST", ORG_EVENTS)}
+SCHEDULE_UPSERTS = {("POST", USER_SCHEDULES), ("POST", ORG_SCHEDULES)}
 FRESH = "<fresh>"  # placeholder the tests replace with a never-used external id before sending
 SHARED = [f"fz_shared_{i}" for i in range(4)]  # ids reused across examples, so upserts also attach and merge
 JSON = {"Content-Type": "application/json"}
@@ -50,6 +54,10 @@ ALLOWED = {
     ("DELETE", MEMBERS): {204, 400, 404, 413},
     ("POST", USER_EVENTS): {202, 400, 413},
     ("POST", ORG_EVENTS): {202, 400, 413},
+    ("POST", USER_SCHEDULES): {202, 400, 413},
+    ("DELETE", USER_SCHEDULES): {200, 400, 404, 413},
+    ("POST", ORG_SCHEDULES): {202, 400, 413},
+    ("DELETE", ORG_SCHEDULES): {200, 400, 404, 413},
 }
 ROUTES = list(ALLOWED)
 # LUNOGRAM_FUZZ_EXAMPLES=2000 for a longer hunt; the default keeps the file well under a minute
@@ -102,6 +110,18 @@ event_batches = st.lists(
     max_size=4,
 )
 
+moments = st.sampled_from(["2030-01-31T09:00:00Z", "2020-02-29T23:59:59+02:00", "2027-06-01T00:00:00.123456-07:00"])
+intervals = st.sampled_from(["7 days", "1 month", "24h", "168h", "1h30m", "P1M", "2 weeks", "1 year"])
+schedule_names = st.sampled_from(["usage.report", "billing.reminder"]) | safe_text.filter(bool)
+schedule_extras = {"start_at": moments, "data": safe_objects | st.none()}
+schedules = st.fixed_dictionaries(
+    {"name": schedule_names, "identifier": identifiers, "scheduled_at": moments}, optional=schedule_extras
+) | st.fixed_dictionaries(
+    {"name": schedule_names, "identifier": identifiers, "interval": intervals},
+    optional={**schedule_extras, "scheduled_at": moments},
+)
+schedule_refs = st.fixed_dictionaries({"name": schedule_names, "identifier": identifiers})
+
 VALID: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("POST", USERS): st.fixed_dictionaries(
         {"identifier": identifiers},
@@ -124,6 +144,10 @@ VALID: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("DELETE", MEMBERS): st.fixed_dictionaries({"organization": ref, "user": ref}),
     ("POST", USER_EVENTS): event_batches,
     ("POST", ORG_EVENTS): event_batches,
+    ("POST", USER_SCHEDULES): schedules,
+    ("DELETE", USER_SCHEDULES): schedule_refs,
+    ("POST", ORG_SCHEDULES): schedules,
+    ("DELETE", ORG_SCHEDULES): schedule_refs,
 }
 
 Path = tuple[str | int, ...]
@@ -231,7 +255,7 @@ def check_response(route: tuple[str, str], response: httpx.Response) -> None:
         assert problem["title"]
         assert isinstance(problem["detail"], str)
         assert problem["detail"]
-    elif status in (202, 204) or route == ("POST", MEMBERS):
+    elif status == 204 or route in EVENT_ROUTES or route[0] == "DELETE" or route == ("POST", MEMBERS):
         assert response.content == b""
         assert "json" not in content_type
     else:
@@ -297,14 +321,14 @@ def test_valid_bodies_are_accepted(
         body = freshen(body, fresh)
         response = send(fuzz, route, body)
         check_response(route, response)
-        if route in (("POST", USER_EVENTS), ("POST", ORG_EVENTS)):
+        if route in EVENT_ROUTES or route in SCHEDULE_UPSERTS:
             assert response.status_code == 202, response.text
             assert stored(fuzz_db, fresh) == len(set(fresh))
         elif method == "POST":
             assert response.status_code == 200, response.text
             assert stored(fuzz_db, fresh) == len(fresh)
         else:
-            assert response.status_code in (204, 404), response.text
+            assert response.status_code in (200, 204, 404), response.text
 
     run()
 

@@ -36,6 +36,7 @@ _NO_CURSOR = UUID(int=0)
 # Lost races with other transactions (deadlocks between resolutions, a profile merged away under us): the
 # batch is simply tried again, and no event is charged an attempt for it.
 _TRANSIENT = (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation)
+_MAX_LOST_RACES = 5
 
 
 class _BatchFailed(Exception):
@@ -44,6 +45,10 @@ class _BatchFailed(Exception):
     def __init__(self, partitions: list[int]) -> None:
         super().__init__(partitions)
         self.partitions = partitions
+
+
+class _LostRace(_BatchFailed):
+    """A batch rolled back by a transient error: simply try again (a few times, see run_once)."""
 
 
 @dataclass
@@ -83,6 +88,7 @@ class EventWorker:
         self.config = config or EventSettings()
         self.subscribers = list(subscribers)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._lost_races = 0  # consecutive batches rolled back by a transient error
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; idle, look for due events every `poll_seconds`."""
@@ -97,17 +103,24 @@ class EventWorker:
                     await asyncio.wait_for(stop.wait(), self.config.poll_seconds)
 
     async def run_once(self) -> int:
-        """Apply one batch; returns how many inbox events it handled (0: nothing was due)."""
+        """Apply one batch; returns how many inbox events it handled (0: nothing was due, -1: try again)."""
         try:
-            return await self._batch(only=None)
-        except _TRANSIENT as exc:
-            log.info("event batch lost a race; retrying", worker=self.name, error=str(exc))
-            return -1
+            handled = await self._batch(only=None)
+        except _LostRace as lost:
+            self._lost_races += 1
+            if self._lost_races <= _MAX_LOST_RACES:
+                log.info("event batch lost a race; retrying", worker=self.name, error=str(lost.__cause__))
+                return -1
+            # the same "race" again and again is no race: apply the events one by one, so an event that keeps
+            # failing is charged its attempts (and parked) instead of stalling its partitions
+            self._lost_races = 0
+            log.warning("event batch keeps losing; one by one now", worker=self.name, error=str(lost.__cause__))
+            return await self._batch(only=lost.partitions)
         except _BatchFailed as failed:
-            log.warning(
-                "event batch failed; retrying its events one by one", worker=self.name, error=repr(failed.__cause__)
-            )
+            log.warning("event batch failed; one by one now", worker=self.name, error=repr(failed.__cause__))
             return await self._batch(only=failed.partitions)
+        self._lost_races = 0
+        return handled
 
     async def _batch(self, only: list[int] | None) -> int:
         async with self.pool.connection() as conn, conn.transaction():
@@ -127,10 +140,10 @@ class EventWorker:
             if only is None:
                 try:
                     await self._apply(conn, rows, tally)
-                except _TRANSIENT:
-                    raise
+                except _TRANSIENT as exc:
+                    raise _LostRace(partitions) from exc
                 except Exception as exc:
-                    raise _BatchFailed(sorted({row.partition for row in rows})) from exc
+                    raise _BatchFailed(partitions) from exc
             else:
                 for row in rows:
                     await self._apply_alone(conn, row, tally)
@@ -200,9 +213,7 @@ class EventWorker:
         which creates and merges, one statement for all of them."""
         queries = BY_KIND[kind]
         keys = {
-            (row.project_id, ident["source"], ident["external_id"])
-            for row in rows
-            for ident in row.identifiers or ()
+            (row.project_id, ident["source"], ident["external_id"]) for row in rows for ident in row.identifiers or ()
         }
         projects, sources, external_ids = zip(*keys, strict=True)
         cursor = await conn.execute(
@@ -226,6 +237,10 @@ class EventWorker:
             )
             for ordinal, target in await cursor.fetchall():
                 targets[slow[ordinal - 1].id] = target
+            # a later resolution in this batch may have merged an earlier target away: follow the merges
+            cursor = await conn.execute(queries["survivors"], {"ids": list(set(targets.values()))})
+            moved = dict(await cursor.fetchall())
+            targets = {inbox_id: moved.get(target, target) for inbox_id, target in targets.items()}
         return targets
 
     async def _broadcast_step(self, conn: AsyncConnection[Any], row: _Row) -> tuple[list[UUID], bool]:
@@ -246,17 +261,13 @@ class EventWorker:
             await conn.execute(SHARED["advance_broadcast"], {"cursor": last_id, "id": row.id})
         return list(delivered), done
 
-    async def _with_members(
-        self, conn: AsyncConnection[Any], events: list[ProcessedEvent]
-    ) -> list[ProcessedEvent]:
+    async def _with_members(self, conn: AsyncConnection[Any], events: list[ProcessedEvent]) -> list[ProcessedEvent]:
         organization_ids = list({e.target_id for e in events if e.kind == "organization"})
         if not organization_ids:
             return events
         cursor = await conn.execute(SHARED["members"], {"organization_ids": organization_ids})
         members = {organization: tuple(users) for organization, users in await cursor.fetchall()}
-        return [
-            replace(e, member_ids=members.get(e.target_id, ())) if e.kind == "organization" else e for e in events
-        ]
+        return [replace(e, member_ids=members.get(e.target_id, ())) if e.kind == "organization" else e for e in events]
 
 
 def _processed(row: _Row, target: UUID, broadcast: bool = False) -> ProcessedEvent:
@@ -270,4 +281,3 @@ def _processed(row: _Row, target: UUID, broadcast: bool = False) -> ProcessedEve
         accepted_at=row.accepted_at,
         broadcast=broadcast,
     )
-

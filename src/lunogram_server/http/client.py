@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from lunogram_server.db.retry import run_write
 from lunogram_server.events import ingest
 from lunogram_server.events.models import Event, Kind
 from lunogram_server.http.auth import forbid_unless
@@ -40,8 +41,9 @@ def json_response(text: str, status: int = 200) -> Response:
 )
 async def upsert_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertUser)
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await users.upsert(conn, auth.project_id, body))
+    return json_response(
+        await run_write(request.app.state.pool, lambda conn: users.upsert(conn, auth.project_id, body))
+    )
 
 
 @router.delete(
@@ -53,9 +55,8 @@ async def upsert_user(request: Request) -> Response:
 )
 async def delete_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.DELETE, IdentifierRef)
-    async with request.app.state.pool.connection() as conn:
-        if await users.delete(conn, auth.project_id, body.identifier) == 0:
-            raise ProblemError(404, "identifier: no user in this project has these identifiers")
+    if await run_write(request.app.state.pool, lambda conn: users.delete(conn, auth.project_id, body.identifier)) == 0:
+        raise ProblemError(404, "identifier: no user in this project has these identifiers")
     return Response(status_code=204)
 
 
@@ -68,8 +69,8 @@ async def delete_user(request: Request) -> Response:
 )
 async def upsert_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
-    async with request.app.state.pool.connection() as conn:
-        return json_response(await organizations.upsert(conn, auth.project_id, body))
+    pool = request.app.state.pool
+    return json_response(await run_write(pool, lambda conn: organizations.upsert(conn, auth.project_id, body)))
 
 
 @router.delete(
@@ -81,9 +82,9 @@ async def upsert_organization(request: Request) -> Response:
 )
 async def delete_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.DELETE, IdentifierRef)
-    async with request.app.state.pool.connection() as conn:
-        if await organizations.delete(conn, auth.project_id, body.identifier) == 0:
-            raise ProblemError(404, "identifier: no organization in this project has these identifiers")
+    pool = request.app.state.pool
+    if await run_write(pool, lambda conn: organizations.delete(conn, auth.project_id, body.identifier)) == 0:
+        raise ProblemError(404, "identifier: no organization in this project has these identifiers")
     return Response(status_code=204)
 
 
@@ -97,8 +98,7 @@ async def delete_organization(request: Request) -> Response:
 )
 async def add_member(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, AddMember)
-    async with request.app.state.pool.connection() as conn:
-        await organizations.add_member(conn, auth.project_id, body)
+    await run_write(request.app.state.pool, lambda conn: organizations.add_member(conn, auth.project_id, body))
     return Response(status_code=200)
 
 
@@ -118,8 +118,9 @@ _MISSING = {
 )
 async def remove_member(request: Request) -> Response:
     auth, body = await accept(request, Permission.DELETE, RemoveMember)
-    async with request.app.state.pool.connection() as conn:
-        outcome = await organizations.remove_member(conn, auth.project_id, body)
+    outcome = await run_write(
+        request.app.state.pool, lambda conn: organizations.remove_member(conn, auth.project_id, body)
+    )
     if outcome != "removed":
         raise ProblemError(404, _MISSING[outcome])
     return Response(status_code=204)

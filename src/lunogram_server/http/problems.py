@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from lunogram_server.db.retry import COLLISIONS
+
 log = structlog.get_logger("lunogram.http")
 
 TITLES = {
@@ -154,5 +156,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, COLLISIONS):  # still colliding after run_write's retries: nothing was written
+            log.warning("write kept colliding", path=request.url.path, error=str(exc))
+            return problem_response(
+                503,
+                "database: this write kept colliding with concurrent writes to the same profiles; retry it",
+                headers={"Retry-After": "1"},
+            )
         log.exception("unhandled error", path=request.url.path, method=request.method)
         return problem_response(500, "internal error; it has been logged")

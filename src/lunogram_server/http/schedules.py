@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from lunogram_server.db.retry import run_write
 from lunogram_server.events.models import Kind
 from lunogram_server.http.body import accept, body_schema
 from lunogram_server.http.client import DELETE_ERRORS, ERRORS, json_response
@@ -21,8 +22,9 @@ async def _upsert(request: Request, kind: Kind) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertSchedule)
     limit = request.app.state.settings.limits.max_name_length
     try:
-        async with request.app.state.pool.connection() as conn:
-            accepted = await schedules.upsert(conn, auth.project_id, kind, body, limit)
+        accepted = await run_write(
+            request.app.state.pool, lambda conn: schedules.upsert(conn, auth.project_id, kind, body, limit)
+        )
     except PlanError as exc:
         raise ProblemError(400, str(exc)) from None
     return json_response(accepted.model_dump_json(), status=202)
@@ -30,9 +32,8 @@ async def _upsert(request: Request, kind: Kind) -> Response:
 
 async def _delete(request: Request, kind: Kind) -> Response:
     auth, body = await accept(request, Permission.DELETE, DeleteSchedule)
-    async with request.app.state.pool.connection() as conn:
-        if await schedules.delete(conn, auth.project_id, kind, body) == 0:
-            raise ProblemError(404, f"name: no schedule {body.name!r} on the {kind} these identifiers name")
+    if await run_write(request.app.state.pool, lambda conn: schedules.delete(conn, auth.project_id, kind, body)) == 0:
+        raise ProblemError(404, f"name: no schedule {body.name!r} on the {kind} these identifiers name")
     return Response(status_code=200)
 
 
@@ -61,14 +62,18 @@ async def delete_user_schedule(request: Request) -> Response:
 
 
 @router.post(
-    "/organizations/scheduled", summary="Create or replace an organization's schedule", **UPSERT  # type: ignore[arg-type]
+    "/organizations/scheduled",
+    summary="Create or replace an organization's schedule",
+    **UPSERT,  # type: ignore[arg-type]
 )
 async def upsert_organization_schedule(request: Request) -> Response:
     return await _upsert(request, "organization")
 
 
 @router.delete(
-    "/organizations/scheduled", summary="Cancel an organization's schedule", **DELETE  # type: ignore[arg-type]
+    "/organizations/scheduled",
+    summary="Cancel an organization's schedule",
+    **DELETE,  # type: ignore[arg-type]
 )
 async def delete_organization_schedule(request: Request) -> Response:
     return await _delete(request, "organization")

@@ -11,7 +11,7 @@ ANONYMOUS_SOURCE = "anonymous"
 MAX_IDENTIFIERS = 100
 
 
-def _not_blank(value: str) -> str:
+def not_blank(value: str) -> str:
     # a field validator (not a model validator), so the error names `identifier[i].external_id`
     if not value.strip():
         raise ValueError("must not be blank")
@@ -19,7 +19,7 @@ def _not_blank(value: str) -> str:
 
 
 Source = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-ExternalIdValue = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_not_blank)]
+ExternalIdValue = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(not_blank)]
 
 
 class StrictModel(BaseModel):

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, StringConstraints
 
 from lunogram_server.identity import Identifiers, StrictModel
+from lunogram_server.identity.models import not_blank
 
-ScheduleName = Annotated[str, StringConstraints(min_length=1)]
+EVENT_PREFIX = "scheduled."
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic would also read a number as Unix seconds; the contract's timestamps are RFC 3339 strings
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 timestamp string with an offset, e.g. 2025-04-01T09:00:00Z")
+    return value
+
+
+def _storable(value: datetime) -> datetime:
+    # PostgreSQL (and Python's UTC conversion) hold years 1-9999 in UTC; beyond, an offset could push it out
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not 1 <= utc.year <= 9998:
+        raise ValueError("must lie between the years 1 and 9998 in UTC")
+    return value
+
+
+ScheduleName = Annotated[str, StringConstraints(min_length=1), AfterValidator(not_blank)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_storable)]
 
 
 class UpsertSchedule(StrictModel):
@@ -20,8 +43,8 @@ class UpsertSchedule(StrictModel):
 
     name: ScheduleName
     identifier: Identifiers
-    scheduled_at: AwareDatetime | None = None
-    start_at: AwareDatetime | None = None
+    scheduled_at: Timestamp | None = None
+    start_at: Timestamp | None = None
     interval: str | None = None
     data: dict[str, Any] | None = None
 

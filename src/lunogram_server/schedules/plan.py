@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from lunogram_server.schedules.intervals import Interval, IntervalError, next_at_or_after, parse_interval
-from lunogram_server.schedules.models import UpsertSchedule
+from lunogram_server.schedules.models import EVENT_PREFIX, UpsertSchedule
 
 
 class PlanError(ValueError):
@@ -25,8 +25,9 @@ def plan(body: UpsertSchedule, now: datetime, max_name_length: int) -> Plan:
     occurrences are anchor + n * interval with the anchor `scheduled_at`, else `start_at`, else now; the
     first firing is the first occurrence at or after both `start_at` and now: a cadence anchored in the past
     joins its rhythm, it does not fire for the past."""
-    if len(body.name) > max_name_length:
-        raise PlanError(f"name: longer than {max_name_length} characters")
+    longest = max_name_length - len(EVENT_PREFIX)  # the event `scheduled.<name>` must fit the name limit
+    if len(body.name) > longest:
+        raise PlanError(f"name: longer than {longest} characters (the event is `{EVENT_PREFIX}<name>`)")
     if body.interval is None:
         times = [t for t in (body.scheduled_at, body.start_at) if t is not None]
         if not times:
@@ -42,5 +43,7 @@ def plan(body: UpsertSchedule, now: datetime, max_name_length: int) -> Plan:
     try:
         first = next_at_or_after(anchor, interval, earliest)
     except OverflowError:
-        raise PlanError("interval: the next firing would be after the year 9999") from None
+        first = None
+    if first is None or first.astimezone(UTC).year > 9998:
+        raise PlanError("interval: the first firing would be after the year 9998")
     return Plan(anchor_at=anchor, interval=interval, next_at=first)

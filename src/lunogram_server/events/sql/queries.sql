@@ -56,6 +56,18 @@ FROM unnest(%(projects)s::uuid[], %(identifiers)s::jsonb[]) WITH ORDINALITY AS t
      LATERAL lunogram_resolve_{entity}(t.project_id, t.ids, true) AS r
 ORDER BY t.ord
 
+-- name: survivors
+-- Where profiles merged away (in this batch, by a later resolution) went: original -> survivor, following
+-- chains of merges. Only ids that no longer exist appear.
+WITH RECURSIVE chain (original, current) AS (
+    SELECT id, id FROM unnest(%(ids)s::uuid[]) AS t(id)
+    WHERE NOT EXISTS (SELECT 1 FROM {entities} AS e WHERE e.id = t.id)
+    UNION ALL
+    SELECT c.original, m.survivor_id FROM chain AS c JOIN {entity}_merges AS m ON m.merged_id = c.current
+)
+SELECT c.original, c.current FROM chain AS c
+WHERE EXISTS (SELECT 1 FROM {entities} AS e WHERE e.id = c.current)
+
 -- name: write_history
 -- History rows for resolved events, copied from the inbox (no JSON travels back from Python), in accepted
 -- order so a profile's history ids follow acceptance. A replay after a crash writes nothing twice.
