@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from lunogram_server.events import service as events
-from lunogram_server.events.models import DeadLetterPage, EventPage
+from lunogram_server.events.models import DeadLetterPage, EventPage, Kind
 from lunogram_server.http.auth import Operator, Reader
 from lunogram_server.http.body import LimitedRoute
 from lunogram_server.http.client import ERRORS, PROBLEM, json_response
@@ -81,32 +81,38 @@ BIGINT_MAX = 2**63 - 1  # event ids are PostgreSQL bigints: a larger one is a 40
 Before = Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="`next_before` of the previous page")]
 
 
-@router.get(
-    "/users/{user_id}/events",
-    response_model=EventPage,
-    responses=READ_ERRORS,
-    summary="A user's events, newest first",
-)
-async def user_events(
-    user_id: UUID, auth: Reader, request: Request, limit: Limit = 50, before: Before = None
-) -> Response:
-    async with request.app.state.pool.connection() as conn:
-        text = await events.history(conn, "user", auth.project_id, user_id, limit, before)
-    return _found(text, f"user {user_id}")
+def _profile_reads(kind: Kind, plural: str, label: str) -> None:
+    """The history and schedules of one kind of profile: the same routes for users and organizations."""
+
+    @router.get(
+        f"/{plural}/{{profile_id}}/events",
+        response_model=EventPage,
+        responses=READ_ERRORS,
+        summary=f"{label} events, newest first",
+        name=f"{kind}_events",
+    )
+    async def profile_events(
+        profile_id: UUID, auth: Reader, request: Request, limit: Limit = 50, before: Before = None
+    ) -> Response:
+        async with request.app.state.pool.connection() as conn:
+            text = await events.history(conn, kind, auth.project_id, profile_id, limit, before)
+        return _found(text, f"{kind} {profile_id}")
+
+    @router.get(
+        f"/{plural}/{{profile_id}}/schedules",
+        response_model=list[ScheduleDetail],
+        responses=READ_ERRORS,
+        summary=f"{label} schedules, soonest first",
+        name=f"{kind}_schedules",
+    )
+    async def profile_schedules(profile_id: UUID, auth: Reader, request: Request) -> Response:
+        async with request.app.state.pool.connection() as conn:
+            text = await schedules.of_profile(conn, auth.project_id, kind, profile_id)
+        return _found(text, f"{kind} {profile_id}")
 
 
-@router.get(
-    "/organizations/{organization_id}/events",
-    response_model=EventPage,
-    responses=READ_ERRORS,
-    summary="An organization's events, newest first",
-)
-async def organization_events(
-    organization_id: UUID, auth: Reader, request: Request, limit: Limit = 50, before: Before = None
-) -> Response:
-    async with request.app.state.pool.connection() as conn:
-        text = await events.history(conn, "organization", auth.project_id, organization_id, limit, before)
-    return _found(text, f"organization {organization_id}")
+_profile_reads("user", "users", "A user's")
+_profile_reads("organization", "organizations", "An organization's")
 
 
 @router.get(
@@ -134,26 +140,3 @@ async def retry_dead_letter(
         if not await events.retry_dead(conn, auth.project_id, event_id):
             raise ProblemError(404, f"event {event_id}: no dead letter with this id in this project")
     return Response(status_code=204)
-
-
-@router.get(
-    "/users/{user_id}/schedules",
-    response_model=list[ScheduleDetail],
-    responses=READ_ERRORS,
-    summary="A user's schedules, soonest first",
-)
-async def user_schedules(user_id: UUID, auth: Reader, request: Request) -> Response:
-    async with request.app.state.pool.connection() as conn:
-        return _found(await schedules.of_profile(conn, auth.project_id, "user", user_id), f"user {user_id}")
-
-
-@router.get(
-    "/organizations/{organization_id}/schedules",
-    response_model=list[ScheduleDetail],
-    responses=READ_ERRORS,
-    summary="An organization's schedules, soonest first",
-)
-async def organization_schedules(organization_id: UUID, auth: Reader, request: Request) -> Response:
-    async with request.app.state.pool.connection() as conn:
-        text = await schedules.of_profile(conn, auth.project_id, "organization", organization_id)
-    return _found(text, f"organization {organization_id}")
