@@ -112,7 +112,7 @@ event_batches = st.lists(
 
 moments = st.sampled_from(["2030-01-31T09:00:00Z", "2020-02-29T23:59:59+02:00", "2027-06-01T00:00:00.123456-07:00"])
 intervals = st.sampled_from(["7 days", "1 month", "24h", "168h", "1h30m", "P1M", "2 weeks", "1 year"])
-schedule_names = st.sampled_from(["usage.report", "billing.reminder"]) | safe_text.filter(bool)
+schedule_names = st.sampled_from(["usage.report", "billing.reminder"]) | safe_text.filter(lambda s: s.strip() != "")
 schedule_extras = {"start_at": moments, "data": safe_objects | st.none()}
 schedules = st.fixed_dictionaries(
     {"name": schedule_names, "identifier": identifiers, "scheduled_at": moments}, optional=schedule_extras
