@@ -1,5 +1,5 @@
-"""The background loops a process runs by its role: event workers (roles all, worker) and schedulers
-(roles all, scheduler), on the process's pool, until the block exits."""
+"""The background loops a process runs by its role: event workers (roles all, worker), schedulers and
+housekeeping (roles all, scheduler), on the process's pool, until the block exits."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import load_subscribers
 from lunogram_server.events.worker import EventWorker
+from lunogram_server.maintenance import housekeeping
 from lunogram_server.schedules.scheduler import Scheduler
 
 
@@ -43,6 +44,7 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
                 pool, batch_size=settings.schedules.batch_size, poll_seconds=settings.schedules.poll_seconds
             )
             loops.append((f"{prefix}:scheduler:{n}", scheduler.run(stop)))
+        loops.append((f"{prefix}:housekeeping", housekeeping(pool, stop)))
     tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in loops]
     try:
         yield

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from lunogram_server.config import Limits
 from lunogram_server.http.auth import authenticate, authorize
+from lunogram_server.http.idempotency import remember_body
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.projects.service import ApiKeyAuth, Permission
 
@@ -111,6 +112,7 @@ async def accept_json(request: Request, permission: Permission) -> tuple[ApiKeyA
     raw = await read_body(request, limits.max_body_bytes)
     if not raw.strip():
         raise ProblemError(400, "body: is required")
+    remember_body(request, raw)
     return auth, parse_json(raw, limits)
 
 

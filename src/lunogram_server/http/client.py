@@ -5,7 +5,10 @@ Thin: `accept` checks the key, the body and its shape; a service does the work i
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
+from psycopg import AsyncConnection
 from starlette.responses import Response
 
 from lunogram_server.db.retry import run_write
@@ -13,6 +16,7 @@ from lunogram_server.events import ingest
 from lunogram_server.events.models import Event, Kind
 from lunogram_server.http.auth import forbid_unless
 from lunogram_server.http.body import accept, accept_json, body_schema, validation_error
+from lunogram_server.http.idempotency import respond
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.identity import IdentifierRef
 from lunogram_server.organizations import service as organizations
@@ -41,9 +45,10 @@ def json_response(text: str, status: int = 200) -> Response:
 )
 async def upsert_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertUser)
-    return json_response(
-        await run_write(request.app.state.pool, lambda conn: users.upsert(conn, auth.project_id, body))
-    )
+    async def work(conn: AsyncConnection[Any]) -> Response:
+        return json_response(await users.upsert(conn, auth.project_id, body))
+
+    return await respond(request, auth.project_id, work)
 
 
 @router.delete(
@@ -69,8 +74,10 @@ async def delete_user(request: Request) -> Response:
 )
 async def upsert_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
-    pool = request.app.state.pool
-    return json_response(await run_write(pool, lambda conn: organizations.upsert(conn, auth.project_id, body)))
+    async def work(conn: AsyncConnection[Any]) -> Response:
+        return json_response(await organizations.upsert(conn, auth.project_id, body))
+
+    return await respond(request, auth.project_id, work)
 
 
 @router.delete(
@@ -98,8 +105,11 @@ async def delete_organization(request: Request) -> Response:
 )
 async def add_member(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, AddMember)
-    await run_write(request.app.state.pool, lambda conn: organizations.add_member(conn, auth.project_id, body))
-    return Response(status_code=200)
+    async def work(conn: AsyncConnection[Any]) -> Response:
+        await organizations.add_member(conn, auth.project_id, body)
+        return Response(status_code=200)
+
+    return await respond(request, auth.project_id, work)
 
 
 _MISSING = {
@@ -143,9 +153,11 @@ async def _accept_events(request: Request, kind: Kind) -> Response:
     broadcast = ingest.first_broadcast(batch)
     if broadcast is not None:
         forbid_unless(auth, Permission.BROADCAST, f"[{broadcast}].match")
-    async with request.app.state.pool.connection() as conn:
+    async def work(conn: AsyncConnection[Any]) -> Response:
         await ingest.enqueue(conn, auth.project_id, kind, batch)
-    return Response(status_code=202)
+        return Response(status_code=202)
+
+    return await respond(request, auth.project_id, work)
 
 
 @router.post(

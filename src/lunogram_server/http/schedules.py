@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
+from psycopg import AsyncConnection
 from starlette.responses import Response
 
 from lunogram_server.db.retry import run_write
 from lunogram_server.events.models import Kind
 from lunogram_server.http.body import accept, body_schema
 from lunogram_server.http.client import DELETE_ERRORS, ERRORS, json_response
+from lunogram_server.http.idempotency import respond
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.projects.service import Permission
 from lunogram_server.schedules import service as schedules
@@ -21,13 +25,15 @@ router = APIRouter(prefix="/client", tags=["client"])
 async def _upsert(request: Request, kind: Kind) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertSchedule)
     limit = request.app.state.settings.limits.max_name_length
-    try:
-        accepted = await run_write(
-            request.app.state.pool, lambda conn: schedules.upsert(conn, auth.project_id, kind, body, limit)
-        )
-    except PlanError as exc:
-        raise ProblemError(400, str(exc)) from None
-    return json_response(accepted.model_dump_json(), status=202)
+
+    async def work(conn: AsyncConnection[Any]) -> Response:
+        try:
+            accepted = await schedules.upsert(conn, auth.project_id, kind, body, limit)
+        except PlanError as exc:
+            raise ProblemError(400, str(exc)) from None
+        return json_response(accepted.model_dump_json(), status=202)
+
+    return await respond(request, auth.project_id, work)
 
 
 async def _delete(request: Request, kind: Kind) -> Response:

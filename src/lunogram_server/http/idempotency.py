@@ -1,0 +1,75 @@
+"""Idempotency-Key: a repeated POST with the same key gets the first answer and stores nothing twice.
+
+The key's record is inserted first in the write's own transaction: a concurrent request with the same key
+waits on that insert until the first commits (then it reads the stored answer) or rolls back (then it does
+the work itself). Records last 24 hours. Refusals (4xx) are not recorded: they stored nothing, so a repeat
+may simply be answered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lunogram_server.db.retry import run_write
+from lunogram_server.http.problems import ProblemError
+
+HEADER = "idempotency-key"
+MAX_KEY_LENGTH = 255
+TTL = "24 hours"
+_DIGEST = "lunogram.body_digest"
+
+Work = Callable[[AsyncConnection[Any]], Awaitable[Response]]
+
+_CLAIM = """
+WITH expired AS (
+    DELETE FROM idempotency_keys
+    WHERE project_id = %(project_id)s AND key = %(key)s AND created_at < now() - %(ttl)s::interval
+)
+INSERT INTO idempotency_keys (project_id, key, request_hash, status, body)
+VALUES (%(project_id)s, %(key)s, %(hash)s, 0, '')
+ON CONFLICT (project_id, key) DO NOTHING
+"""
+_STORED = "SELECT request_hash, status, body, content_type FROM idempotency_keys WHERE project_id = %s AND key = %s"
+_RECORD = "UPDATE idempotency_keys SET status = %s, body = %s, content_type = %s WHERE project_id = %s AND key = %s"
+PURGE = "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'"
+
+
+def remember_body(request: Request, raw: bytes) -> None:
+    """Called with every Client API body (body.py): keyed requests need its digest."""
+    if HEADER in request.headers:
+        request.scope[_DIGEST] = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).digest()
+
+
+async def respond(request: Request, project_id: UUID, work: Work) -> Response:
+    """Run a write (retried on collisions, db/retry.py) and answer it; honour an Idempotency-Key."""
+    pool = request.app.state.pool
+    key = request.headers.get(HEADER)
+    if key is None:
+        return await run_write(pool, work)
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise ProblemError(400, f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} printable characters")
+    digest: bytes = request.scope[_DIGEST]
+
+    async def once(conn: AsyncConnection[Any]) -> Response:
+        async with conn.transaction():
+            params = {"project_id": project_id, "key": key, "hash": digest, "ttl": TTL}
+            claimed = (await conn.execute(_CLAIM, params)).rowcount == 1
+            if not claimed:
+                row = await (await conn.execute(_STORED, (project_id, key))).fetchone()
+                assert row is not None  # the conflicting record committed before ON CONFLICT returned
+                stored_hash, status, body, content_type = row
+                if bytes(stored_hash) != digest:
+                    raise ProblemError(409, f"Idempotency-Key: {key!r} was used with a different request")
+                return Response(bytes(body), status_code=status, media_type=content_type)
+            response = await work(conn)
+            await conn.execute(_RECORD, (response.status_code, response.body, response.media_type, project_id, key))
+            return response
+
+    return await run_write(pool, once)

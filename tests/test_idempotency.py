@@ -1,0 +1,142 @@
+"""Idempotency-Key: a repeated POST gets the first answer and stores nothing twice (CONTRACT.md "Semantics")."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from helpers import Server, ident, uid, wait_until
+
+
+@pytest.fixture
+def db(server: Server) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def history_count(db: psycopg.Connection[Any], name: str) -> int:
+    row = db.execute("SELECT count(*) FROM user_events WHERE name = %s", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def inbox_count(db: psycopg.Connection[Any], name: str) -> int:
+    row = db.execute("SELECT count(*) FROM event_inbox WHERE name = %s", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_repeated_event_post_is_stored_once(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    name, key = uid("evt"), str(uuid.uuid4())
+    batch = [{"name": name, "identifier": [ident(uid())]}, {"name": name, "identifier": [ident(uid())]}]
+    for _ in range(3):
+        response = client.post("/client/users/events", json=batch, headers={"Idempotency-Key": key})
+        assert response.status_code == 202, response.text
+        assert response.content == b""
+        assert "json" not in response.headers.get("content-type", "")
+    wait_until(lambda: history_count(db, name) == 2 and inbox_count(db, name) == 0, what="the batch applied")
+    assert history_count(db, name) == 2
+
+
+def test_concurrent_repeats_store_once(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    name, key = uid("evt"), str(uuid.uuid4())
+    batch = [{"name": name, "identifier": [ident(uid())]}]
+
+    def send(_: int) -> int:
+        response = client.post("/client/users/events", json=batch, headers={"Idempotency-Key": key})
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, range(16)))
+    assert statuses == [202] * 16
+    wait_until(lambda: history_count(db, name) >= 1 and inbox_count(db, name) == 0, what="the event applied")
+    assert history_count(db, name) == 1
+
+
+def test_a_repeated_upsert_answers_the_first_response(client: httpx.Client) -> None:
+    key, ext = str(uuid.uuid4()), uid()
+    body = {"identifier": [ident(ext)], "data": {"n": 1}}
+    first = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    again = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    assert again.headers["content-type"] == "application/json"
+    # without the key the same upsert is a new write (version moves on only if something changed)
+    changed = client.post("/client/users", json={**body, "data": {"n": 2}})
+    assert changed.json()["version"] == first.json()["version"] + 1
+
+
+def test_a_repeated_schedule_answers_the_same_schedule(client: httpx.Client) -> None:
+    key = str(uuid.uuid4())
+    body = {"name": "report", "identifier": [ident(uid())], "interval": "7 days"}
+    first = client.post("/client/users/scheduled", json=body, headers={"Idempotency-Key": key})
+    again = client.post("/client/users/scheduled", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+
+
+def test_the_same_key_with_another_request_is_a_409(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    key, name = str(uuid.uuid4()), uid("evt")
+    assert (
+        client.post(
+            "/client/users/events",
+            json=[{"name": name, "identifier": [ident(uid())]}],
+            headers={"Idempotency-Key": key},
+        ).status_code
+        == 202
+    )
+    other = client.post(
+        "/client/users/events",
+        json=[{"name": f"{name}_other", "identifier": [ident(uid())]}],
+        headers={"Idempotency-Key": key},
+    )
+    assert other.status_code == 409, other.text
+    assert other.json()["title"] == "conflict"
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert inbox_count(db, f"{name}_other") + history_count(db, f"{name}_other") == 0
+    # the same body on another route is another request too
+    assert (
+        client.post(
+            "/client/organizations/events",
+            json=[{"name": name, "identifier": [ident(uid())]}],
+            headers={"Idempotency-Key": key},
+        ).status_code
+        == 409
+    )
+
+
+def test_a_refused_request_is_not_remembered(client: httpx.Client) -> None:
+    key, ext = str(uuid.uuid4()), uid()
+    bad = client.post(
+        "/client/users", json={"identifier": [ident(ext)], "email": "nope"}, headers={"Idempotency-Key": key}
+    )
+    assert bad.status_code == 400
+    # nothing was stored under the key, so the corrected request with the same key is done
+    good = client.post(
+        "/client/users",
+        json={"identifier": [ident(ext)], "email": "jane@example.com"},
+        headers={"Idempotency-Key": key},
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["email"] == "jane@example.com"
+
+
+def test_a_key_belongs_to_the_project_not_to_the_api_key(server: Server, client: httpx.Client) -> None:
+    """Keys are scoped by project: the public key of the same project gets the secret key's stored answer."""
+    key = str(uuid.uuid4())
+    body = {"identifier": [ident(uid())]}
+    first = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    with server.client(server.public_key) as public:
+        again = public.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    assert again.content == first.content
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+def test_a_malformed_key_is_a_400(client: httpx.Client, key: str) -> None:
+    response = client.post("/client/users", json={"identifier": [ident(uid())]}, headers={"Idempotency-Key": key})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("Idempotency-Key:")
