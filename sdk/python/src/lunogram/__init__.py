@@ -1,0 +1,63 @@
+"""Official Python SDK for the Lunogram Client API.
+
+    import lunogram
+
+    with lunogram.Client("sk_...") as client:
+        client.users.upsert("user_123", email="ada@example.com", data={"plan": "pro"})
+        client.users.events.post([{"name": "order.completed", "identifier": "user_123", "data": {"total": 99}}])
+
+`AsyncClient` has the same surface with awaitable methods.
+"""
+
+from ._base import DEFAULT_BASE_URL
+from ._client import AsyncClient, Client
+from ._errors import (
+    APIError,
+    ForbiddenError,
+    LunogramError,
+    NetworkError,
+    NotFoundError,
+    RateLimitError,
+    RequestError,
+    UnauthorizedError,
+    ValidationError,
+)
+from ._models import (
+    NOT_GIVEN,
+    Event,
+    ExternalID,
+    IdentifierInput,
+    IdentifierLike,
+    NotGiven,
+    Organization,
+    OrganizationEvent,
+    ScheduledAccepted,
+    User,
+)
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "NOT_GIVEN",
+    "APIError",
+    "AsyncClient",
+    "Client",
+    "Event",
+    "ExternalID",
+    "ForbiddenError",
+    "IdentifierInput",
+    "IdentifierLike",
+    "LunogramError",
+    "NetworkError",
+    "NotFoundError",
+    "NotGiven",
+    "Organization",
+    "OrganizationEvent",
+    "RateLimitError",
+    "RequestError",
+    "ScheduledAccepted",
+    "UnauthorizedError",
+    "User",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,196 @@
+"""Typed values: what identifiers and events look like going in, and what the server answers.
+
+Responses are frozen dataclasses parsed from the JSON; unknown fields are ignored (so a newer server does not
+break an older SDK), timestamps become aware `datetime`s, ids stay strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal, TypedDict
+
+__all__ = [
+    "NOT_GIVEN",
+    "Event",
+    "ExternalID",
+    "IdentifierInput",
+    "IdentifierLike",
+    "NotGiven",
+    "Organization",
+    "OrganizationEvent",
+    "ScheduledAccepted",
+    "User",
+]
+
+
+class NotGiven:
+    """The default of optional fields: an omitted field is not sent (the server keeps the stored value),
+    while `None` is sent as `null` (which clears it, where the server allows that)."""
+
+    _instance: NotGiven | None = None
+
+    def __new__(cls) -> NotGiven:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven()
+
+
+def parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    return datetime.fromisoformat(text)
+
+
+def _optional_datetime(value: Any) -> datetime | None:
+    return None if value is None else parse_datetime(value)
+
+
+@dataclass(frozen=True)
+class ExternalID:
+    """An identifier of a user or organization: `external_id` within a `source` namespace.
+
+    Used both ways: pass it to any `identifier` argument, and find it in `User.identifier` (where the server
+    also fills `id`, `created_at` and `updated_at`). Only `source`, `external_id` and `metadata` are sent.
+    """
+
+    external_id: str
+    source: str = "default"
+    metadata: Mapping[str, Any] | None = None
+    id: str | None = field(default=None, kw_only=True)
+    created_at: datetime | None = field(default=None, kw_only=True)
+    updated_at: datetime | None = field(default=None, kw_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "external_id": self.external_id}
+        if self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExternalID:
+        return cls(
+            external_id=data["external_id"],
+            source=data.get("source", "default"),
+            metadata=data.get("metadata"),
+            id=data.get("id"),
+            created_at=_optional_datetime(data.get("created_at")),
+            updated_at=_optional_datetime(data.get("updated_at")),
+        )
+
+
+IdentifierLike = str | ExternalID | Mapping[str, Any]
+"""One identifier: `"user_123"` (source `default`), an `ExternalID`, or a dict `{"external_id", "source"?,
+"metadata"?}`."""
+
+IdentifierInput = IdentifierLike | Sequence[IdentifierLike]
+"""What every `identifier` argument takes: one identifier or a non-empty list of them."""
+
+
+class _EventName(TypedDict):
+    name: str
+
+
+class Event(_EventName, total=False):
+    """An event for `users.events.post` / `organizations.events.post`: a `name`, its `data`, and exactly one of
+    `identifier` (one target) or `match` (every target whose data contains these key/value pairs)."""
+
+    data: Mapping[str, Any]
+    identifier: IdentifierInput
+    match: Mapping[str, Any]
+
+
+OrganizationEvent = Event
+"""An organization event: the same shape as `Event`."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A user profile as the server stores it (answer of `users.upsert`)."""
+
+    id: str
+    project_id: str
+    identifier: list[ExternalID]
+    email: str | None
+    phone: str | None
+    data: dict[str, Any]
+    timezone: str | None
+    locale: str | None
+    has_push_device: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> User:
+        return cls(
+            id=data["id"],
+            project_id=data["project_id"],
+            identifier=[ExternalID.from_json(i) for i in data.get("identifier", [])],
+            email=data.get("email"),
+            phone=data.get("phone"),
+            data=data.get("data") or {},
+            timezone=data.get("timezone"),
+            locale=data.get("locale"),
+            has_push_device=bool(data.get("has_push_device", False)),
+            version=int(data["version"]),
+            created_at=parse_datetime(data["created_at"]),
+            updated_at=parse_datetime(data["updated_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An organization as the server stores it (answer of `organizations.upsert`)."""
+
+    id: str
+    project_id: str
+    identifier: list[ExternalID]
+    name: str | None
+    data: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Organization:
+        return cls(
+            id=data["id"],
+            project_id=data["project_id"],
+            identifier=[ExternalID.from_json(i) for i in data.get("identifier", [])],
+            name=data.get("name"),
+            data=data.get("data") or {},
+            version=int(data["version"]),
+            created_at=parse_datetime(data["created_at"]),
+            updated_at=parse_datetime(data["updated_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduledAccepted:
+    """The answer of `schedules.upsert`: the schedule's id and its next firing (`None` if there is none)."""
+
+    id: str
+    name: str
+    scheduled_at: datetime | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScheduledAccepted:
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            scheduled_at=_optional_datetime(data.get("scheduled_at")),
+            data=data.get("data") or {},
+        )
