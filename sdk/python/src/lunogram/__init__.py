@@ -6,7 +6,8 @@
         client.users.upsert("user_123", email="ada@example.com", data={"plan": "pro"})
         client.users.events.post([{"name": "order.completed", "identifier": "user_123", "data": {"total": 99}}])
 
-`AsyncClient` has the same surface with awaitable methods.
+`AsyncClient` has the same surface with awaitable methods. `Tracker` / `AsyncTracker` queue events and send
+them in batches in the background.
 """
 
 from ._base import DEFAULT_BASE_URL
@@ -34,6 +35,7 @@ from ._models import (
     ScheduledAccepted,
     User,
 )
+from ._tracker import AsyncTracker, Tracker
 from ._version import __version__
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "NOT_GIVEN",
     "APIError",
     "AsyncClient",
+    "AsyncTracker",
     "Client",
     "Event",
     "ExternalID",
@@ -56,6 +59,7 @@ __all__ = [
     "RateLimitError",
     "RequestError",
     "ScheduledAccepted",
+    "Tracker",
     "UnauthorizedError",
     "User",
     "ValidationError",
