@@ -140,3 +140,15 @@ def test_a_malformed_key_is_a_400(client: httpx.Client, key: str) -> None:
     response = client.post("/client/users", json={"identifier": [ident(uid())]}, headers={"Idempotency-Key": key})
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith("Idempotency-Key:")
+
+
+def test_an_expired_key_is_a_new_request(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    key, name = str(uuid.uuid4()), uid("evt")
+    first = [{"name": name, "identifier": [ident(uid())]}]
+    assert client.post("/client/users/events", json=first, headers={"Idempotency-Key": key}).status_code == 202
+    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = %s", (key,))
+    # after 24 hours the key is forgotten: another request under it is done, not refused as a conflict
+    second = [{"name": f"{name}_later", "identifier": [ident(uid())]}]
+    response = client.post("/client/users/events", json=second, headers={"Idempotency-Key": key})
+    assert response.status_code == 202, response.text
+    wait_until(lambda: history_count(db, f"{name}_later") == 1, what="the later event applied")

@@ -27,11 +27,13 @@ _DIGEST = "lunogram.body_digest"
 
 Work = Callable[[AsyncConnection[Any]], Awaitable[Response]]
 
+# Two statements: an INSERT in the same statement as the DELETE of an expired record still conflicts with it
+# (a statement does not see its own CTE's changes), and the expired key would answer as a stored one.
+_FORGET_EXPIRED = """
+DELETE FROM idempotency_keys
+WHERE project_id = %(project_id)s AND key = %(key)s AND created_at < now() - %(ttl)s::interval
+"""
 _CLAIM = """
-WITH expired AS (
-    DELETE FROM idempotency_keys
-    WHERE project_id = %(project_id)s AND key = %(key)s AND created_at < now() - %(ttl)s::interval
-)
 INSERT INTO idempotency_keys (project_id, key, request_hash, status, body)
 VALUES (%(project_id)s, %(key)s, %(hash)s, 0, '')
 ON CONFLICT (project_id, key) DO NOTHING
@@ -60,6 +62,7 @@ async def respond(request: Request, project_id: UUID, work: Work) -> Response:
     async def once(conn: AsyncConnection[Any]) -> Response:
         async with conn.transaction():
             params = {"project_id": project_id, "key": key, "hash": digest, "ttl": TTL}
+            await conn.execute(_FORGET_EXPIRED, params)
             claimed = (await conn.execute(_CLAIM, params)).rowcount == 1
             if not claimed:
                 row = await (await conn.execute(_STORED, (project_id, key))).fetchone()
