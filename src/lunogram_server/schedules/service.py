@@ -60,9 +60,8 @@ async def delete(conn: AsyncConnection[Any], project_id: UUID, kind: Kind, body:
     async with conn.transaction():
         cursor = await conn.execute(BY_KIND[kind]["delete"], params)
         ids = [schedule_id for (schedule_id,) in await cursor.fetchall()]
-        for hook in cancel_hooks:
-            if ids:
-                await hook(conn, project_id, kind, ids, body.name)
+        for hook in cancel_hooks if ids else ():
+            await hook(conn, project_id, kind, ids, body.name)
     return len(ids)
 
 
