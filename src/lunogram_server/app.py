@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from psycopg_pool import AsyncConnectionPool
 from pydantic.json_schema import models_json_schema
 
 from lunogram_server import __version__
@@ -23,7 +24,10 @@ from lunogram_server.db import open_pool
 from lunogram_server.http import admin, client, ops, schedules
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
+from lunogram_server.http.fastlane import FastLane
 from lunogram_server.http.problems import install_handlers
+from lunogram_server.organizations import service as organizations
+from lunogram_server.users import service as users
 
 DESCRIPTION = """
 The Lunogram Client API (what the official JS and Go SDKs speak) and the operator API.
@@ -33,7 +37,7 @@ where `detail` names the field and the rule. Limits: body <= 5 MiB, JSON depth <
 """
 
 
-def build_app(settings: Settings, conninfo: str) -> FastAPI:
+def build_app(settings: Settings, conninfo: str) -> FastLane:
     metrics = ops.HttpMetrics()
 
     @asynccontextmanager
@@ -41,6 +45,7 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
         pool = await open_pool(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
         app.state.pool = pool
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
+        app.state.upserts = Upserts(pool, settings)
         settle_garbage_collector()
         try:
             async with background(pool, settings):
@@ -61,7 +66,8 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_handlers(app)
-    for router in (client.router, schedules.router):
+    client_routers = [client.router, schedules.router]
+    for router in client_routers:
         app.include_router(router, prefix="/api")
         # The same routes without /api, hidden from the schema: SDKs configured with the bare host still work.
         app.include_router(router, include_in_schema=False)
@@ -77,7 +83,16 @@ def build_app(settings: Settings, conninfo: str) -> FastAPI:
     )
     app.add_middleware(ops.MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
-    return app
+    return FastLane(app, metrics, {"/api": client_routers, "": client_routers})
+
+
+class Upserts:
+    """Each kind's upsert coalescer (db/coalesce.py), one per process."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], settings: Settings) -> None:
+        options = {"slots": settings.upsert_slots, "max_batch": settings.upsert_max_batch}
+        self.users = users.upsert_coalescer(pool, **options)
+        self.organizations = organizations.upsert_coalescer(pool, **options)
 
 
 def settle_garbage_collector() -> None:
@@ -89,7 +104,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> FastLane:
     """The app of one `serve --workers N` child process (uvicorn imports it by name in each child)."""
     from lunogram_server.config import load_settings
     from lunogram_server.server import WORKER_CONNINFO_ENV, WORKER_PARENT_ENV

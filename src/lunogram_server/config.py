@@ -62,6 +62,8 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 20
     key_cache_seconds: float = 2.0
+    upsert_slots: int = 2
+    upsert_max_batch: int = 64
     bootstrap_project: str = "default"
     bootstrap_public_key: str | None = None
     bootstrap_secret_key: str | None = None
@@ -101,6 +103,8 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_POOL_MIN_SIZE", "2", "database connections kept open"),
     ("LUNOGRAM_POOL_MAX_SIZE", "20", "database connections at most"),
     ("LUNOGRAM_KEY_CACHE_SECONDS", "2", "how long a verified API key is cached; a revocation takes this long"),
+    ("LUNOGRAM_UPSERT_SLOTS", "2", "upsert transactions in flight per process; more concurrent upserts share them"),
+    ("LUNOGRAM_UPSERT_MAX_BATCH", "64", "upserts committed together at most (1: each commits alone)"),
     ("LUNOGRAM_BOOTSTRAP_PROJECT", "default", "name of the project created on first start"),
     ("LUNOGRAM_BOOTSTRAP_PUBLIC_KEY", "unset", "pin the first public key (`pk_...`), for automation"),
     ("LUNOGRAM_BOOTSTRAP_SECRET_KEY", "unset", "pin the first secret key (`sk_...`), for automation"),
@@ -172,6 +176,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         pool_min_size=int(env.get("LUNOGRAM_POOL_MIN_SIZE", base.pool_min_size)),
         pool_max_size=int(env.get("LUNOGRAM_POOL_MAX_SIZE", base.pool_max_size)),
         key_cache_seconds=float(env.get("LUNOGRAM_KEY_CACHE_SECONDS", base.key_cache_seconds)),
+        upsert_slots=max(1, int(env.get("LUNOGRAM_UPSERT_SLOTS", base.upsert_slots))),
+        upsert_max_batch=max(1, int(env.get("LUNOGRAM_UPSERT_MAX_BATCH", base.upsert_max_batch))),
         bootstrap_project=env.get("LUNOGRAM_BOOTSTRAP_PROJECT", base.bootstrap_project),
         bootstrap_public_key=env.get("LUNOGRAM_BOOTSTRAP_PUBLIC_KEY") or None,
         bootstrap_secret_key=env.get("LUNOGRAM_BOOTSTRAP_SECRET_KEY") or None,

@@ -24,6 +24,7 @@ _IDENTITY_KINDS = [
         "identifiers": "user_identifiers",
         "merge": "lunogram_merge_users",
         "columns": "email, phone, timezone, locale, data, version, updated_at",
+        "settable": "email, phone, timezone, locale, data",
     },
     {
         "entity": "organization",
@@ -31,6 +32,7 @@ _IDENTITY_KINDS = [
         "identifiers": "organization_identifiers",
         "merge": "lunogram_merge_organizations",
         "columns": "name, data, version, updated_at",
+        "settable": "name, data",
     },
 ]
 # Routines in install order; each file is CREATE OR REPLACE only.

@@ -48,7 +48,10 @@ async def upsert_user(request: Request) -> Response:
     async def work(conn: AsyncConnection[Any]) -> Response:
         return json_response(await users.upsert(conn, auth.project_id, body))
 
-    return await respond(request, auth.project_id, work)
+    async def together() -> Response:
+        return json_response(await users.upsert_together(request.app.state.upserts.users, auth.project_id, body))
+
+    return await respond(request, auth.project_id, work, together)
 
 
 @router.delete(
@@ -77,7 +80,11 @@ async def upsert_organization(request: Request) -> Response:
     async def work(conn: AsyncConnection[Any]) -> Response:
         return json_response(await organizations.upsert(conn, auth.project_id, body))
 
-    return await respond(request, auth.project_id, work)
+    async def together() -> Response:
+        coalescer = request.app.state.upserts.organizations
+        return json_response(await organizations.upsert_together(coalescer, auth.project_id, body))
+
+    return await respond(request, auth.project_id, work, together)
 
 
 @router.delete(

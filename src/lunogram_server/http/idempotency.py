@@ -26,6 +26,7 @@ TTL = "24 hours"
 _DIGEST = "lunogram.body_digest"
 
 Work = Callable[[AsyncConnection[Any]], Awaitable[Response]]
+Unkeyed = Callable[[], Awaitable[Response]]
 
 # Two statements: an INSERT in the same statement as the DELETE of an expired record still conflicts with it
 # (a statement does not see its own CTE's changes), and the expired key would answer as a stored one.
@@ -49,12 +50,16 @@ def remember_body(request: Request, raw: bytes) -> None:
         request.scope[_DIGEST] = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).digest()
 
 
-async def respond(request: Request, project_id: UUID, work: Work) -> Response:
-    """Run a write (retried on collisions, db/retry.py) and answer it; honour an Idempotency-Key."""
+async def respond(request: Request, project_id: UUID, work: Work, unkeyed: Unkeyed | None = None) -> Response:
+    """Run a write (retried on collisions, db/retry.py) and answer it; honour an Idempotency-Key.
+
+    `unkeyed`, when given, answers a request without a key instead of `work` in a transaction of its own
+    (an upsert committed together with concurrent ones, db/coalesce.py).
+    """
     pool = request.app.state.pool
     key = request.headers.get(HEADER)
     if key is None:
-        return await run_write(pool, work)
+        return await (unkeyed() if unkeyed is not None else run_write(pool, work))
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
         raise ProblemError(400, f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} printable characters")
     digest: bytes = request.scope[_DIGEST]

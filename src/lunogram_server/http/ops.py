@@ -94,6 +94,20 @@ async def metrics(request: Request) -> Response:
         f'lunogram_db_pool_connections{{state="available"}} {stats.get("pool_available", 0)}',
         f'lunogram_db_pool_connections{{state="waiting_requests"}} {stats.get("requests_waiting", 0)}',
     ]
+    upserts = getattr(request.app.state, "upserts", None)
+    if upserts is not None:  # this process's group commit (db/coalesce.py): calls per commit under load
+        lines += [
+            "# HELP lunogram_upsert_calls_total Upserts without Idempotency-Key (this process)",
+            "# TYPE lunogram_upsert_calls_total counter",
+            "# HELP lunogram_upsert_commits_total Commits those upserts took (this process)",
+            "# TYPE lunogram_upsert_commits_total counter",
+        ]
+        for kind in ("users", "organizations"):
+            coalescer = getattr(upserts, kind)
+            lines += [
+                f'lunogram_upsert_calls_total{{kind="{kind}"}} {coalescer.calls}',
+                f'lunogram_upsert_commits_total{{kind="{kind}"}} {coalescer.batches}',
+            ]
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
             lines += event_metric_lines(await events.queue_stats(conn))

@@ -11,26 +11,41 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from lunogram_server.db import fetch_scalar, load_queries
+from lunogram_server.db.coalesce import Coalescer
 from lunogram_server.identity.models import ExternalID, normalize
 
 
 class ProfileQueries:
-    def __init__(self, package: str) -> None:
+    def __init__(self, package: str, entity: str) -> None:
         self.queries = load_queries(package)
+        self.upsert_function = f"lunogram_upsert_{entity}"
 
-    async def upsert(self, conn: AsyncConnection[Any], project_id: UUID, body: BaseModel) -> str:
+    @staticmethod
+    def upsert_arguments(body: BaseModel) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """`body` is an Upsert* model: its `identifier`, and whichever other fields the caller sent."""
         fields = body.model_dump(exclude_unset=True, exclude={"identifier"})
-        params = {
-            "project_id": project_id,
-            "identifiers": Jsonb(normalize(body.identifier)),  # type: ignore[attr-defined]
-            "fields": Jsonb(fields),
-        }
+        return normalize(body.identifier), fields  # type: ignore[attr-defined]
+
+    async def upsert(self, conn: AsyncConnection[Any], project_id: UUID, body: BaseModel) -> str:
+        """One upsert in the caller's transaction (an Idempotency-Key's record shares it)."""
+        identifiers, fields = self.upsert_arguments(body)
+        params = {"project_id": project_id, "identifiers": Jsonb(identifiers), "fields": Jsonb(fields)}
         result: str = await fetch_scalar(conn, self.queries["upsert"], params)
         return result
+
+    def upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+        return Coalescer(
+            pool, self.upsert_function, ("uuid", "jsonb", "jsonb"), slots=slots, max_batch=max_batch, order=_lock_order
+        )
+
+    async def upsert_together(self, coalescer: Coalescer, project_id: UUID, body: BaseModel) -> str:
+        """One upsert in its own commit, shared with concurrent ones (db/coalesce.py)."""
+        identifiers, fields = self.upsert_arguments(body)
+        return await coalescer.call(project_id, identifiers, fields)
 
     async def delete(self, conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
         params = {"project_id": project_id, "identifiers": Jsonb(normalize(identifiers))}
@@ -56,3 +71,9 @@ class ProfileQueries:
             conn, self.queries["detail_by_id"], {"project_id": project_id, "id": profile_id, **extra}
         )
         return result
+
+
+def _lock_order(arguments: list[Any]) -> tuple[str, list[tuple[str, str]]]:
+    """Upserts of a batch in project and identifier order: resolution locks identifiers in that order."""
+    project_id, identifiers, _ = arguments
+    return str(project_id), sorted((i["source"], i["external_id"]) for i in identifiers)

@@ -7,14 +7,16 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.db import fetch_scalar, load_queries
+from lunogram_server.db.coalesce import Coalescer
 from lunogram_server.identity import ExternalID, normalize
 from lunogram_server.identity.profiles import ProfileQueries
 from lunogram_server.organizations.models import AddMember, RemoveMember, UpsertOrganization
 
 Q = load_queries("lunogram_server.organizations")
-_profiles = ProfileQueries("lunogram_server.organizations")
+_profiles = ProfileQueries("lunogram_server.organizations", "organization")
 MEMBER_LIMIT = 1000
 
 RemoveOutcome = Literal["removed", "organization", "user", "membership"]
@@ -23,6 +25,14 @@ RemoveOutcome = Literal["removed", "organization", "user", "membership"]
 async def upsert(conn: AsyncConnection[Any], project_id: UUID, body: UpsertOrganization) -> str:
     return await _profiles.upsert(conn, project_id, body)
 
+
+def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+    return _profiles.upsert_coalescer(pool, slots=slots, max_batch=max_batch)
+
+
+async def upsert_together(coalescer: Coalescer, project_id: UUID, body: UpsertOrganization) -> str:
+    """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py)."""
+    return await _profiles.upsert_together(coalescer, project_id, body)
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
     return await _profiles.delete(conn, project_id, identifiers)

@@ -10,17 +10,27 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
+from lunogram_server.db.coalesce import Coalescer
 from lunogram_server.identity import ExternalID
 from lunogram_server.identity.profiles import ProfileQueries
 from lunogram_server.users.models import UpsertUser
 
-_profiles = ProfileQueries("lunogram_server.users")
+_profiles = ProfileQueries("lunogram_server.users", "user")
 
 
 async def upsert(conn: AsyncConnection[Any], project_id: UUID, body: UpsertUser) -> str:
     return await _profiles.upsert(conn, project_id, body)
 
+
+def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+    return _profiles.upsert_coalescer(pool, slots=slots, max_batch=max_batch)
+
+
+async def upsert_together(coalescer: Coalescer, project_id: UUID, body: UpsertUser) -> str:
+    """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py)."""
+    return await _profiles.upsert_together(coalescer, project_id, body)
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
     return await _profiles.delete(conn, project_id, identifiers)

@@ -1,6 +1,7 @@
 -- Upsert and delete, one definition for both kinds of profile (a template like resolve.sql: {entity},
--- {entities}, {identifiers}, and {columns}: what an upsert may change). Each call is one statement, hence one transaction and one round trip; inside,
--- every statement sees the previous one's writes, which a single multi-CTE statement would not.
+-- {entities}, {identifiers}, and {columns}: what an upsert may change). Each call is one statement, hence one
+-- transaction and one round trip; inside, every statement sees the previous one's writes, which a single
+-- multi-CTE statement would not.
 
 -- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields: a field given as
 -- null clears it, an omitted one keeps its value, `data` merges into the stored data at the top level.
@@ -10,6 +11,7 @@ RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     v_id uuid;
     v_changed boolean := false;
+    v_created boolean;
     v_old {entities}%ROWTYPE;
     v_new {entities}%ROWTYPE;
 BEGIN
@@ -24,8 +26,11 @@ BEGIN
         FOR NO KEY UPDATE;
     END IF;
     IF v_old.id IS NULL THEN
-        SELECT entity_id, changed INTO v_id, v_changed
-        FROM lunogram_resolve_{entity}(p_project, p_identifiers, true);
+        SELECT entity_id, changed, created INTO v_id, v_changed, v_created
+        FROM lunogram_resolve_{entity}(p_project, p_identifiers, true, p_fields);
+        IF v_created THEN  -- with p_fields: nothing left to apply
+            RETURN lunogram_{entity}_json(v_id);
+        END IF;
         SELECT * INTO v_old FROM {entities} WHERE id = v_id FOR NO KEY UPDATE;
     ELSE
         v_id := v_old.id;
@@ -39,8 +44,7 @@ BEGIN
     END IF;
 
     IF v_changed OR v_new IS DISTINCT FROM v_old THEN
-        v_new.version := CASE WHEN v_old.created_at = now() AND v_old.version = 1  -- created by this call
-                              THEN 1 ELSE v_old.version + 1 END;
+        v_new.version := v_old.version + 1;
         v_new.updated_at := now();
         UPDATE {entities} SET ({columns}) = (SELECT {columns} FROM (SELECT (v_new).*) AS n) WHERE id = v_id;
     END IF;

@@ -1,23 +1,28 @@
 -- Identity resolution, one definition for both kinds of profile.
 -- This file is a template: {entity} is `user` or `organization`, {entities} the table, {identifiers} the
--- identifier table, {merge} the kind's merge function. (No literal braces below this line.)
+-- identifier table, {merge} the kind's merge function, {settable} the columns an upsert sets. (No literal
+-- braces below this line.)
 --
+-- lunogram_resolve_{entity}(project, identifiers, create, fields) -> (entity_id, changed, created), and
 -- lunogram_resolve_{entity}(project, identifiers, create) -> (entity_id, changed)
 --   identifiers: jsonb array of normalised ExternalIDs (source, external_id, metadata), deduplicated.
 --   create = true  (writes): match no one -> create with all identifiers; one -> attach missing identifiers
 --                  and merge metadata; several -> merge them into one survivor, then attach.
 --   create = false (lookups, deletes): return every matching profile, change nothing.
+--   fields (upserts): a profile created here is created with them, so the upsert need not update it.
 -- Concurrency: transaction-scoped advisory locks on every identifier, taken in a fixed order, serialise
 -- resolutions that share an identifier, so fifty concurrent upserts of one new identifier create one
 -- profile; the unique (project_id, source, external_id) constraint is the backstop. Writes also lock the
 -- matched profile rows (FOR NO KEY UPDATE), so no concurrent merge can delete a profile they are changing.
-CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(p_project uuid, p_identifiers jsonb, p_create boolean)
-RETURNS TABLE (entity_id uuid, changed boolean)
+CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(
+    p_project uuid, p_identifiers jsonb, p_create boolean, p_fields jsonb)
+RETURNS TABLE (entity_id uuid, changed boolean, created boolean)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_ids uuid[];
     v_survivor uuid;
     v_changed boolean := false;
+    v_created boolean := false;
     v_count integer;
 BEGIN
     PERFORM pg_advisory_xact_lock(k.h)
@@ -53,13 +58,20 @@ BEGIN
     END LOOP;
 
     IF NOT p_create THEN
-        RETURN QUERY SELECT u.id, false FROM unnest(v_ids) AS u(id);
+        RETURN QUERY SELECT u.id, false, false FROM unnest(v_ids) AS u(id);
         RETURN;
     END IF;
 
     IF v_ids IS NULL THEN
-        INSERT INTO {entities} (project_id) VALUES (p_project) RETURNING id INTO v_survivor;
+        -- `data` only as an object (null or absent: empty); the other fields as given
+        INSERT INTO {entities} (project_id, {settable})
+        SELECT p_project, {settable}
+        FROM jsonb_populate_record(NULL::{entities}, coalesce(p_fields, jsonb_build_object()) - 'data' || jsonb_build_object(
+                 'data', CASE WHEN jsonb_typeof(p_fields -> 'data') = 'object' THEN p_fields -> 'data'
+                              ELSE jsonb_build_object() END))
+        RETURNING id INTO v_survivor;
         v_changed := true;
+        v_created := true;
     ELSIF cardinality(v_ids) = 1 THEN
         v_survivor := v_ids[1];
     ELSE
@@ -89,6 +101,12 @@ BEGIN
         WHERE x.metadata IS DISTINCT FROM x.metadata || excluded.metadata;
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
-    RETURN QUERY SELECT v_survivor, v_changed OR v_count > 0;
+    RETURN QUERY SELECT v_survivor, v_changed OR v_count > 0, v_created;
 END
+$fn$;
+
+CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(p_project uuid, p_identifiers jsonb, p_create boolean)
+RETURNS TABLE (entity_id uuid, changed boolean)
+LANGUAGE sql AS $fn$
+    SELECT entity_id, changed FROM lunogram_resolve_{entity}(p_project, p_identifiers, p_create, NULL)
 $fn$;
