@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import load_subscribers
 from lunogram_server.events.worker import EventWorker
+from lunogram_server.lists.recompute import recompute_loop
 from lunogram_server.maintenance import housekeeping
 from lunogram_server.schedules.scheduler import Scheduler
 
@@ -23,7 +24,8 @@ def loop_count(settings: Settings) -> int:
     """How many loops (each holding a connection while it works) this process runs."""
     workers = settings.events.worker_tasks if settings.role in ("all", "worker") else 0
     schedulers = settings.schedules.scheduler_tasks if settings.role in ("all", "scheduler") else 0
-    return workers + schedulers
+    lists = 1 if settings.role in ("all", "scheduler") else 0
+    return workers + schedulers + lists
 
 
 @asynccontextmanager
@@ -45,6 +47,7 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
             )
             loops.append((f"{prefix}:scheduler:{n}", scheduler.run(stop)))
         loops.append((f"{prefix}:housekeeping", housekeeping(pool, stop)))
+        loops.append((f"{prefix}:lists", recompute_loop(pool, stop)))
     tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in loops]
     try:
         yield

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.http.idempotency import PURGE
@@ -15,12 +17,23 @@ log = structlog.get_logger("lunogram.maintenance")
 EVERY_SECONDS = 600.0
 
 
-async def housekeeping(pool: AsyncConnectionPool[Any], stop: asyncio.Event, every: float = EVERY_SECONDS) -> None:
+async def periodically(
+    pool: AsyncConnectionPool[Any],
+    stop: asyncio.Event,
+    seconds: float,
+    work: Callable[[AsyncConnection[Any]], Awaitable[object]],
+    what: str,
+) -> None:
+    """`work` on a pooled connection every `seconds` until `stop`; a failure is logged and tried next time."""
     while not stop.is_set():
         try:
             async with pool.connection() as conn:
-                await conn.execute(PURGE)
+                await work(conn)
         except Exception:  # the database went away, say: the next round tries again
-            log.exception("housekeeping failed")
+            log.exception(f"{what} failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def housekeeping(pool: AsyncConnectionPool[Any], stop: asyncio.Event, every: float = EVERY_SECONDS) -> None:
+    await periodically(pool, stop, every, lambda conn: conn.execute(PURGE), "housekeeping")

@@ -60,6 +60,11 @@ BEGIN
           AND EXISTS (SELECT 1 FROM schedules AS s WHERE s.user_id = p_survivor AND s.name = l.name);
         UPDATE schedules SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
 
+        -- List memberships follow the profile (the loser's own rows go with it below).
+        INSERT INTO list_members (list_id, user_id, project_id, created_at)
+        SELECT list_id, p_survivor, project_id, created_at FROM list_members WHERE user_id = v_loser.id
+        ON CONFLICT DO NOTHING;
+
         -- Lock what the copy reads, organizations first, then the memberships: a concurrent delete of one of
         -- those organizations or removal of one of those memberships then either commits first (and the copy
         -- skips it, instead of failing on the foreign key or bringing it back) or waits for the merge.

@@ -1,0 +1,88 @@
+"""Request and response shapes of the lists admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lunogram_server.identity import ExternalID
+from lunogram_server.lists.rules import Node
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateList(_Strict):
+    """A list with `rule` is rule-based (members are who the rule matches); without, static."""
+
+    name: str = Field(min_length=1, max_length=255)
+    rule: Node | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class UpdateList(_Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    rule: Node | None = None
+
+
+class MemberChange(_Strict):
+    """Users by their identifiers: each entry names one user (as in the Client API's `identifier`)."""
+
+    users: list[list[ExternalID]] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("users")
+    @classmethod
+    def _each_named(cls, value: list[list[ExternalID]]) -> list[list[ExternalID]]:
+        for n, identifiers in enumerate(value):
+            if not identifiers:
+                raise ValueError(f"users[{n}]: needs at least one identifier")
+        return value
+
+
+class ListDetail(BaseModel):
+    id: UUID
+    project_id: UUID
+    name: str
+    kind: Literal["static", "rule"]
+    rule: dict[str, Any] | None
+    state: Literal["ready", "recomputing", "failed"]
+    error: str | None
+    rule_version: int
+    computed_at: datetime | None
+    member_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ListSummary(BaseModel):
+    id: UUID
+    name: str
+    kind: Literal["static", "rule"]
+    state: Literal["ready", "recomputing", "failed"]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Member(BaseModel):
+    user_id: UUID
+    joined_at: datetime
+    identifier: list[dict[str, str]]
+
+
+class MemberPage(BaseModel):
+    members: list[Member]
+    next_cursor: str | None
+
+
+class MemberCount(BaseModel):
+    changed: int

@@ -1,0 +1,134 @@
+-- Lists (lists/service.py). `{predicate}` in recompute is the compiled rule (lists/rules.py).
+
+-- name: list_json
+SELECT jsonb_build_object(
+    'id', l.id, 'project_id', l.project_id, 'name', l.name, 'kind', l.kind, 'rule', l.rule,
+    'state', CASE WHEN l.computed_version < l.rule_version THEN 'recomputing'
+                  WHEN l.error IS NOT NULL THEN 'failed' ELSE 'ready' END,
+    'error', l.error, 'rule_version', l.rule_version, 'computed_at', l.computed_at,
+    'member_count', (SELECT count(*) FROM list_members AS m WHERE m.list_id = l.id),
+    'created_at', l.created_at, 'updated_at', l.updated_at)::text
+FROM lists AS l WHERE l.id = %(list_id)s AND l.project_id = %(project_id)s;
+
+-- name: create
+INSERT INTO lists (project_id, name, kind, rule, event_names, uses_time, computed_version)
+VALUES (%(project_id)s, %(name)s, %(kind)s, %(rule)s, %(event_names)s, %(uses_time)s,
+        CASE WHEN %(kind)s = 'static' THEN 1 ELSE 0 END)
+RETURNING id;
+
+-- name: update
+UPDATE lists SET
+    name = coalesce(%(name)s, name),
+    rule = CASE WHEN %(rule_given)s THEN %(rule)s ELSE rule END,
+    event_names = CASE WHEN %(rule_given)s THEN %(event_names)s ELSE event_names END,
+    uses_time = CASE WHEN %(rule_given)s THEN %(uses_time)s ELSE uses_time END,
+    rule_version = rule_version + CASE WHEN %(rule_given)s THEN 1 ELSE 0 END,
+    updated_at = now()
+WHERE id = %(list_id)s AND project_id = %(project_id)s
+RETURNING kind;
+
+-- name: delete
+DELETE FROM lists WHERE id = %(list_id)s AND project_id = %(project_id)s;
+
+-- name: page
+SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'id', l.id, 'name', l.name, 'kind', l.kind,
+           'state', CASE WHEN l.computed_version < l.rule_version THEN 'recomputing'
+                         WHEN l.error IS NOT NULL THEN 'failed' ELSE 'ready' END,
+           'created_at', l.created_at, 'updated_at', l.updated_at) ORDER BY l.created_at DESC, l.id DESC),
+       '[]'::jsonb)::text
+FROM (SELECT * FROM lists WHERE project_id = %(project_id)s
+      ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s) AS l;
+
+-- name: kind_of
+SELECT kind FROM lists WHERE id = %(list_id)s AND project_id = %(project_id)s FOR SHARE;
+
+-- name: projects_lists
+SELECT id FROM lists WHERE project_id = %(project_id)s AND id = ANY (%(ids)s);
+
+-- name: members_page
+SELECT jsonb_build_object(
+    'members', coalesce(jsonb_agg(jsonb_build_object(
+        'user_id', m.user_id, 'joined_at', m.created_at,
+        'identifier', (SELECT coalesce(jsonb_agg(jsonb_build_object('source', i.source, 'external_id', i.external_id)
+                                                 ORDER BY i.created_at, i.id), '[]'::jsonb)
+                       FROM user_identifiers AS i WHERE i.user_id = m.user_id))
+        ORDER BY m.created_at DESC, m.user_id DESC), '[]'::jsonb),
+    'next_cursor', CASE WHEN count(*) = %(limit)s
+                        THEN (array_agg(m.created_at::text || '|' || m.user_id::text
+                                        ORDER BY m.created_at, m.user_id))[1] END)::text
+FROM (SELECT * FROM list_members
+      WHERE list_id = %(list_id)s
+        AND (%(before_at)s::timestamptz IS NULL OR (created_at, user_id) < (%(before_at)s, %(before_id)s::uuid))
+      ORDER BY created_at DESC, user_id DESC LIMIT %(limit)s) AS m;
+
+-- name: add_members
+-- resolve (creating users named for the first time: writes never drop data), then add; entries recorded
+WITH targets AS (
+    SELECT DISTINCT r.entity_id AS user_id
+    FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
+         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, true) AS r
+), added AS (
+    INSERT INTO list_members (list_id, user_id, project_id)
+    SELECT %(list_id)s, user_id, %(project_id)s FROM targets
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM added
+)
+SELECT count(*) FROM added;
+
+-- name: remove_members
+WITH targets AS (
+    SELECT DISTINCT r.entity_id AS user_id
+    FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
+         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, false) AS r
+), removed AS (
+    DELETE FROM list_members AS m USING targets AS t
+    WHERE m.list_id = %(list_id)s AND m.user_id = t.user_id
+    RETURNING m.user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM removed
+)
+SELECT count(*) FROM removed;
+
+-- name: claim_stale
+-- a list whose members lag its rule; SKIP LOCKED: any number of recomputers share the work
+SELECT id, project_id, rule, rule_version FROM lists
+WHERE computed_version < rule_version
+ORDER BY updated_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: recompute
+-- {predicate} over u: members become exactly the users it matches; changes recorded
+WITH matching AS MATERIALIZED (
+    SELECT u.id FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate}
+), entered AS (
+    INSERT INTO list_members (list_id, user_id, project_id)
+    SELECT %(list_id)s, id, %(project_id)s FROM matching
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), exited AS (
+    DELETE FROM list_members AS m
+    WHERE m.list_id = %(list_id)s AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
+    RETURNING m.user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM entered
+    UNION ALL
+    SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM exited
+)
+SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited);
+
+-- name: mark_computed
+-- with an error: the rule could not be evaluated; it leaves the queue (members unchanged) until changed
+UPDATE lists SET computed_version = %(rule_version)s, computed_at = now(), error = %(error)s
+WHERE id = %(list_id)s AND computed_version < %(rule_version)s;
+
+-- name: changes
+SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', c.user_id, 'change', c.change, 'at', c.at) ORDER BY c.id), '[]'::jsonb)::text
+FROM (SELECT * FROM list_changes WHERE list_id = %(list_id)s AND project_id = %(project_id)s
+      ORDER BY id DESC LIMIT %(limit)s) AS c;
