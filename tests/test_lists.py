@@ -3,6 +3,7 @@ merges, deletes and project isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -351,3 +352,94 @@ def test_a_rule_that_cannot_be_evaluated_fails_alone(client: httpx.Client, db: p
     failed = client.get(f"/admin/lists/{broken}").json()
     assert failed["state"] == "failed"
     assert "window" in failed["error"]
+
+
+def test_an_event_moves_a_user_in_and_out_incrementally(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    tag = uid("inc")
+    user = upsert(client, f"{tag}-a", data={"tag": tag})
+    paid = create_list(client, rule=tagged(tag, {"type": "event", "name": "paid"}))
+    unpaid = create_list(client, rule=tagged(tag, {"type": "event", "name": "paid", "did": False}))
+    ready(client, paid["id"])
+    ready(client, unpaid["id"])
+    assert member_ids(client, unpaid["id"]) == {user["id"]}
+    event = [{"name": "paid", "identifier": [ident(f"{tag}-a")], "data": {}}]
+    assert client.post("/client/users/events", json=event).status_code == 202
+    wait_until(lambda: member_ids(client, paid["id"]) == {user["id"]}, what="entry on event")
+    assert member_ids(client, unpaid["id"]) == set()
+    changes = db.execute(
+        "SELECT list_id::text, change FROM list_changes WHERE user_id = %s ORDER BY id", (user["id"],)
+    ).fetchall()
+    assert changes[0] == (unpaid["id"], "entered")
+    assert sorted(changes[1:]) == sorted([(paid["id"], "entered"), (unpaid["id"], "exited")])
+
+
+def test_a_profile_change_moves_a_user_and_lists_of_lists_follow(client: httpx.Client) -> None:
+    tag = uid("prof")
+    user = upsert(client, f"{tag}-a", data={"tag": tag, "plan": "free"})
+    pro = create_list(client, rule=tagged(tag, prop("data.plan", "equals", "pro")))
+    ready(client, pro["id"])
+    of_pro = create_list(client, rule={"type": "list", "list_id": pro["id"]})
+    ready(client, of_pro["id"])
+    assert member_ids(client, pro["id"]) == set()
+    upsert(client, f"{tag}-a", data={"plan": "pro"})
+    wait_until(lambda: member_ids(client, pro["id"]) == {user["id"]}, what="entry on profile change")
+    wait_until(lambda: member_ids(client, of_pro["id"]) == {user["id"]}, what="entry via the other list")
+    upsert(client, f"{tag}-a", data={"plan": "free"})
+    wait_until(lambda: member_ids(client, pro["id"]) == set(), what="exit on profile change")
+    wait_until(lambda: member_ids(client, of_pro["id"]) == set(), what="exit via the other list")
+
+
+def test_time_windows_expire_with_the_clock(server: Server, client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    """Recompute with an injected clock: 8 days later, a 'visited in the last 7 days' user has left."""
+    from lunogram_server.db import open_pool
+    from lunogram_server.lists import membership
+
+    tag = uid("time")
+    user = upsert(client, f"{tag}-a", data={"tag": tag})
+    visit = [{"name": "visit", "identifier": [ident(f"{tag}-a")], "data": {}}]
+    assert client.post("/client/users/events", json=visit).status_code == 202
+    window = {"type": "event", "name": "visit", "within": {"value": 7, "unit": "days"}}
+    recent = create_list(client, rule=tagged(tag, window))
+    wait_until(lambda: member_ids(client, recent["id"]) == {user["id"]}, what="entry")
+    # an evaluation that had to wait for the first recompute is queued: let it run at today's time first
+    pending = "SELECT count(*) FROM list_pending_users WHERE user_id = %s"
+    wait_until(lambda: db.execute(pending, (user["id"],)).fetchone() == (0,), what="queue drained")
+
+    async def eight_days_later() -> None:
+        pool = await open_pool(server.database_url, min_size=1, max_size=1)
+        try:
+            async with pool.connection() as conn:
+                later = datetime.now(UTC) + timedelta(days=8)
+                while await membership.recompute_one(conn, later, time_every=3600):
+                    pass
+        finally:
+            await pool.close()
+
+    asyncio.run(eight_days_later())
+    assert member_ids(client, recent["id"]) == set()
+
+
+async def test_changes_reach_the_hooks_in_the_transaction(server: Server, client: httpx.Client) -> None:
+    from lunogram_server.db import open_pool
+    from lunogram_server.lists import membership
+
+    tag = uid("hook")
+    user = upsert(client, f"{tag}-a", data={"tag": tag, "vip": True})
+    vip = create_list(client, rule=tagged(tag, prop("data.vip", "equals", True)))
+    ready(client, vip["id"])
+    seen: list[membership.ListChange] = []
+
+    async def hook(conn: Any, changes: Any) -> None:
+        seen.extend(changes)
+
+    membership.change_hooks.append(hook)
+    pool = await open_pool(server.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM list_members WHERE list_id = %s", (vip["id"],))
+            await membership.reevaluate(conn, user["project_id"], [user["id"]], profile=True)
+    finally:
+        membership.change_hooks.remove(hook)
+        await pool.close()
+    mine = [c for c in seen if str(c.list_id) == vip["id"]]
+    assert [(str(c.user_id), c.change) for c in mine] == [(user["id"], "entered")]

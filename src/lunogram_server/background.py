@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import load_subscribers
 from lunogram_server.events.worker import EventWorker
+from lunogram_server.lists.membership import ListsSubscriber
 from lunogram_server.lists.recompute import recompute_loop
 from lunogram_server.maintenance import housekeeping
 from lunogram_server.schedules.scheduler import Scheduler
@@ -36,7 +37,7 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
     loops: list[tuple[str, Coroutine[Any, Any, None]]] = []
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     if settings.role in ("all", "worker"):
-        subscribers = load_subscribers(settings.events.subscribers)
+        subscribers = [ListsSubscriber(), *load_subscribers(settings.events.subscribers)]
         for n in range(settings.events.worker_tasks):
             worker = EventWorker(pool, settings.events, subscribers, f"{prefix}:{n}")
             loops.append((worker.name, worker.run(stop)))
@@ -47,7 +48,10 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
             )
             loops.append((f"{prefix}:scheduler:{n}", scheduler.run(stop)))
         loops.append((f"{prefix}:housekeeping", housekeeping(pool, stop)))
-        loops.append((f"{prefix}:lists", recompute_loop(pool, stop)))
+        lists = recompute_loop(
+            pool, stop, poll_seconds=settings.lists.poll_seconds, time_every=settings.lists.time_recheck_seconds
+        )
+        loops.append((f"{prefix}:lists", lists))
     tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in loops]
     try:
         yield

@@ -52,6 +52,14 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class ListSettings:
+    """The lists loop (lists/recompute.py)."""
+
+    poll_seconds: float = 0.2
+    time_recheck_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -72,6 +80,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     events: EventSettings = field(default_factory=EventSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
+    lists: ListSettings = field(default_factory=ListSettings)
 
     @property
     def embedded(self) -> bool:
@@ -124,6 +133,8 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_SCHEDULER_TASKS", "1", "scheduler tasks per process with the scheduler role (0: none)"),
     ("LUNOGRAM_SCHEDULER_BATCH_SIZE", "1000", "due schedules fired per transaction"),
     ("LUNOGRAM_SCHEDULER_POLL_SECONDS", "0.2", "how often an idle scheduler looks for due schedules"),
+    ("LUNOGRAM_LIST_POLL_SECONDS", "0.2", "how often the lists loop looks for stale lists and changed profiles"),
+    ("LUNOGRAM_LIST_TIME_RECHECK_SECONDS", "60", "how often lists with time windows are recomputed"),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -140,9 +151,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     limits = Limits(
         max_body_bytes=int(env.get("LUNOGRAM_MAX_BODY_BYTES", base.limits.max_body_bytes)),
         max_json_depth=int(env.get("LUNOGRAM_MAX_JSON_DEPTH", base.limits.max_json_depth)),
-        max_events_per_request=int(
-            env.get("LUNOGRAM_MAX_EVENTS_PER_REQUEST", base.limits.max_events_per_request)
-        ),
+        max_events_per_request=int(env.get("LUNOGRAM_MAX_EVENTS_PER_REQUEST", base.limits.max_events_per_request)),
         max_name_length=int(env.get("LUNOGRAM_MAX_NAME_LENGTH", base.limits.max_name_length)),
     )
     ev = base.events
@@ -162,6 +171,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scheduler_tasks=max(0, int(env.get("LUNOGRAM_SCHEDULER_TASKS", sc.scheduler_tasks))),
         batch_size=max(1, int(env.get("LUNOGRAM_SCHEDULER_BATCH_SIZE", sc.batch_size))),
         poll_seconds=float(env.get("LUNOGRAM_SCHEDULER_POLL_SECONDS", sc.poll_seconds)),
+    )
+    lists = ListSettings(
+        poll_seconds=max(0.01, float(env.get("LUNOGRAM_LIST_POLL_SECONDS", base.lists.poll_seconds))),
+        time_recheck_seconds=max(
+            1.0, float(env.get("LUNOGRAM_LIST_TIME_RECHECK_SECONDS", base.lists.time_recheck_seconds))
+        ),
     )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
@@ -186,4 +201,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         limits=limits,
         events=events,
         schedules=schedules,
+        lists=lists,
     )

@@ -25,6 +25,7 @@ _IDENTITY_KINDS = [
         "merge": "lunogram_merge_users",
         "columns": "email, phone, timezone, locale, data, version, updated_at",
         "settable": "email, phone, timezone, locale, data",
+        "on_change": "PERFORM lunogram_lists_user_changed(p_project, v_id)",
     },
     {
         "entity": "organization",
@@ -33,6 +34,7 @@ _IDENTITY_KINDS = [
         "merge": "lunogram_merge_organizations",
         "columns": "name, data, version, updated_at",
         "settable": "name, data",
+        "on_change": "NULL",
     },
 ]
 # Routines in install order; each file is CREATE OR REPLACE only.
@@ -40,6 +42,7 @@ _ROUTINES = [
     ("lunogram_server.users", "functions.sql"),
     ("lunogram_server.organizations", "functions.sql"),
     ("lunogram_server.events", "functions.sql"),
+    ("lunogram_server.lists", "functions.sql"),
 ]
 
 

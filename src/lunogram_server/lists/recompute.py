@@ -1,6 +1,7 @@
-"""The loop that fills rule lists whose members lag their rule (new lists, changed rules).
+"""The lists loop: fills rule lists whose members lag their rule (new lists, changed rules), re-checks
+lists with time windows as time passes, and re-evaluates users whose profile changed.
 
-Each list is recomputed in one transaction that also marks it computed, so a `kill -9` midway leaves it
+Each recompute runs in one transaction that also marks the list computed, so a `kill -9` midway leaves it
 stale and the next loop (in any process) does it again from scratch: never half a recompute.
 """
 
@@ -12,14 +13,19 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from lunogram_server.lists import service
+from lunogram_server.lists import membership
 from lunogram_server.maintenance import periodically
 
 
-async def _recompute_stale(conn: AsyncConnection[Any]) -> None:
-    while await service.recompute_one(conn):
+async def catch_up(conn: AsyncConnection[Any], time_every: float) -> None:
+    """Everything due now: stale lists, time windows, queued users."""
+    while await membership.recompute_one(conn, time_every=time_every):
+        pass
+    while await membership.reevaluate_pending(conn):
         pass
 
 
-async def recompute_loop(pool: AsyncConnectionPool[Any], stop: asyncio.Event, poll_seconds: float = 0.5) -> None:
-    await periodically(pool, stop, poll_seconds, _recompute_stale, "list recompute")
+async def recompute_loop(
+    pool: AsyncConnectionPool[Any], stop: asyncio.Event, *, poll_seconds: float, time_every: float
+) -> None:
+    await periodically(pool, stop, poll_seconds, lambda conn: catch_up(conn, time_every), "lists")

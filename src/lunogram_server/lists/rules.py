@@ -305,6 +305,13 @@ def uses_time(node: Node) -> bool:
     return False
 
 
+def uses_profile(node: Node) -> bool:
+    """True when a profile change (properties, organizations) can change membership."""
+    if isinstance(node, Group):
+        return any(uses_profile(child) for child in node.rules)
+    return isinstance(node, Property | Organization)
+
+
 def event_names(node: Node) -> set[str]:
     """Event names a rule depends on: an event of another name cannot change membership."""
     if isinstance(node, Group):

@@ -1,25 +1,20 @@
-"""Lists: create/read/update/delete, static membership, and recomputing a rule list's members in SQL."""
+"""Lists: create/read/update/delete and static membership (rule lists' members: membership.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
-import structlog
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import TypeAdapter
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.identity import normalize
 from lunogram_server.lists.models import CreateList, MemberChange, UpdateList
-from lunogram_server.lists.rules import Node, check_tree, compile_rule, event_names, uses_time
+from lunogram_server.lists.rules import Node, check_tree, event_names, uses_profile, uses_time
 
 Q = load_queries("lunogram_server.lists")
-log = structlog.get_logger("lunogram.lists")
-_NODE: TypeAdapter[Node] = TypeAdapter(Node)
 
 
 class RuleError(ValueError):
@@ -42,11 +37,13 @@ async def _check_rule(conn: AsyncConnection[Any], project_id: UUID, rule: Node, 
 
 def _rule_params(rule: Node | None) -> dict[str, Any]:
     if rule is None:
-        return {"rule": None, "event_names": [], "uses_time": False}
+        return {"rule": None, "event_names": [], "uses_time": False, "uses_profile": False, "referenced_lists": []}
     return {
         "rule": Jsonb(rule.model_dump(mode="json", exclude_none=True)),
         "event_names": sorted(event_names(rule)),
         "uses_time": uses_time(rule),
+        "uses_profile": uses_profile(rule),
+        "referenced_lists": check_tree(rule),
     }
 
 
@@ -126,36 +123,3 @@ async def change_members(
         "identifiers": Jsonb([normalize(identifiers) for identifiers in body.users]),
     }
     return int(await fetch_scalar(conn, Q["add_members" if add else "remove_members"], params))
-
-
-async def recompute_one(conn: AsyncConnection[Any], now: datetime | None = None) -> bool:
-    """Recompute one list whose members lag its rule, in one transaction; False when none does."""
-    async with conn.transaction():
-        cursor = await conn.execute(Q["claim_stale"])
-        row = await cursor.fetchone()
-        if row is None:
-            return False
-        list_id, project_id, rule, rule_version = row
-        error = None
-        try:
-            async with conn.transaction():  # a savepoint: a rule that fails in SQL fails alone
-                await evaluate(conn, project_id, list_id, _NODE.validate_python(rule), now)
-        except (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
-            # a stored rule that no longer validates, values out of range: the rule's fault, not the queue's
-            error = f"{type(exc).__name__}: {exc}".strip()[:500]
-            log.warning("list rule failed", list_id=str(list_id), project_id=str(project_id), error=error)
-        params = {"list_id": list_id, "rule_version": rule_version, "error": error}
-        await conn.execute(Q["mark_computed"], params)
-    return True
-
-
-async def evaluate(
-    conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, rule: Node, now: datetime | None = None
-) -> tuple[int, int]:
-    """Make the members exactly the users `rule` matches at `now`; (entered, exited)."""
-    statement = sql.SQL(Q["recompute"]).format(predicate=compile_rule(rule))
-    params = {"project_id": project_id, "list_id": list_id, "now": now or datetime.now(UTC)}
-    cursor = await conn.execute(statement, params)
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])

@@ -1,7 +1,7 @@
 -- Upsert and delete, one definition for both kinds of profile (a template like resolve.sql: {entity},
--- {entities}, {identifiers}, and {columns}: what an upsert may change). Each call is one statement, hence one
--- transaction and one round trip; inside, every statement sees the previous one's writes, which a single
--- multi-CTE statement would not.
+-- {entities}, {identifiers}, {columns}: what an upsert may change, {on_change}: a statement run when the
+-- profile changed). Each call is one statement, hence one transaction and one round trip; inside, every
+-- statement sees the previous one's writes, which a single multi-CTE statement would not.
 
 -- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields: a field given as
 -- null clears it, an omitted one keeps its value, `data` merges into the stored data at the top level.
@@ -29,6 +29,7 @@ BEGIN
         SELECT entity_id, changed, created INTO v_id, v_changed, v_created
         FROM lunogram_resolve_{entity}(p_project, p_identifiers, true, p_fields);
         IF v_created THEN  -- with p_fields: nothing left to apply
+            {on_change};
             RETURN lunogram_{entity}_json(v_id);
         END IF;
         SELECT * INTO v_old FROM {entities} WHERE id = v_id FOR NO KEY UPDATE;
@@ -47,6 +48,7 @@ BEGIN
         v_new.version := v_old.version + 1;
         v_new.updated_at := now();
         UPDATE {entities} SET ({columns}) = (SELECT {columns} FROM (SELECT (v_new).*) AS n) WHERE id = v_id;
+        {on_change};
     END IF;
     RETURN lunogram_{entity}_json(v_id);
 END

@@ -1,4 +1,4 @@
--- Lists (lists/service.py). `{predicate}` in recompute is the compiled rule (lists/rules.py).
+-- Lists: definitions and static members (lists/service.py). Evaluation: sql/membership.sql.
 
 -- name: list_json
 SELECT jsonb_build_object(
@@ -11,9 +11,10 @@ SELECT jsonb_build_object(
 FROM lists AS l WHERE l.id = %(list_id)s AND l.project_id = %(project_id)s;
 
 -- name: create
-INSERT INTO lists (project_id, name, kind, rule, event_names, uses_time, computed_version)
-VALUES (%(project_id)s, %(name)s, %(kind)s, %(rule)s, %(event_names)s, %(uses_time)s,
-        CASE WHEN %(kind)s = 'static' THEN 1 ELSE 0 END)
+INSERT INTO lists (project_id, name, kind, rule, event_names, uses_time, uses_profile, referenced_lists,
+                   computed_version)
+VALUES (%(project_id)s, %(name)s, %(kind)s, %(rule)s, %(event_names)s, %(uses_time)s, %(uses_profile)s,
+        %(referenced_lists)s, CASE WHEN %(kind)s = 'static' THEN 1 ELSE 0 END)
 RETURNING id;
 
 -- name: update
@@ -22,6 +23,8 @@ UPDATE lists SET
     rule = CASE WHEN %(rule_given)s THEN %(rule)s ELSE rule END,
     event_names = CASE WHEN %(rule_given)s THEN %(event_names)s ELSE event_names END,
     uses_time = CASE WHEN %(rule_given)s THEN %(uses_time)s ELSE uses_time END,
+    uses_profile = CASE WHEN %(rule_given)s THEN %(uses_profile)s ELSE uses_profile END,
+    referenced_lists = CASE WHEN %(rule_given)s THEN %(referenced_lists)s ELSE referenced_lists END,
     rule_version = rule_version + CASE WHEN %(rule_given)s THEN 1 ELSE 0 END,
     updated_at = now()
 WHERE id = %(list_id)s AND project_id = %(project_id)s
@@ -93,40 +96,6 @@ WITH targets AS (
     SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM removed
 )
 SELECT count(*) FROM removed;
-
--- name: claim_stale
--- a list whose members lag its rule; SKIP LOCKED: any number of recomputers share the work
-SELECT id, project_id, rule, rule_version FROM lists
-WHERE computed_version < rule_version
-ORDER BY updated_at
-LIMIT 1
-FOR UPDATE SKIP LOCKED;
-
--- name: recompute
--- {predicate} over u: members become exactly the users it matches; changes recorded
-WITH matching AS MATERIALIZED (
-    SELECT u.id FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate}
-), entered AS (
-    INSERT INTO list_members (list_id, user_id, project_id)
-    SELECT %(list_id)s, id, %(project_id)s FROM matching
-    ON CONFLICT DO NOTHING
-    RETURNING user_id
-), exited AS (
-    DELETE FROM list_members AS m
-    WHERE m.list_id = %(list_id)s AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
-    RETURNING m.user_id
-), recorded AS (
-    INSERT INTO list_changes (project_id, list_id, user_id, change)
-    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM entered
-    UNION ALL
-    SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM exited
-)
-SELECT (SELECT count(*) FROM entered), (SELECT count(*) FROM exited);
-
--- name: mark_computed
--- with an error: the rule could not be evaluated; it leaves the queue (members unchanged) until changed
-UPDATE lists SET computed_version = %(rule_version)s, computed_at = now(), error = %(error)s
-WHERE id = %(list_id)s AND computed_version < %(rule_version)s;
 
 -- name: changes
 SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', c.user_id, 'change', c.change, 'at', c.at) ORDER BY c.id), '[]'::jsonb)::text

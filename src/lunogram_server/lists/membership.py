@@ -1,0 +1,171 @@
+"""Keeping rule lists' members equal to what their rules match.
+
+Three ways in: a full recompute (a new or changed rule; lists with time windows, periodically), a
+re-evaluation of the users an event batch touched (inside the event worker's transaction: the entry
+commits with the event, exactly once), and of users whose profile changed (queued by the upsert in its
+transaction, `list_pending_users`, and taken by the lists loop). Each entry and exit is recorded in
+`list_changes` and handed to `change_hooks` in the same transaction (journeys subscribe here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection, sql
+from pydantic import TypeAdapter
+
+from lunogram_server.db import load_queries
+from lunogram_server.events.models import ProcessedEvent
+from lunogram_server.lists.rules import Node, compile_rule
+
+Q = load_queries("lunogram_server.lists", "membership.sql")
+log = structlog.get_logger("lunogram.lists")
+_NODE: TypeAdapter[Node] = TypeAdapter(Node)
+_COUNTS = sql.SQL(
+    "SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER (WHERE change = 'exited') FROM recorded"
+)
+_ROWS = sql.SQL("SELECT user_id, change, at FROM recorded")
+MAX_DEPTH = 8  # lists referring to lists referring to lists…: re-evaluated up to this many rounds
+
+
+@dataclass(frozen=True)
+class ListChange:
+    project_id: UUID
+    list_id: UUID
+    user_id: UUID
+    change: str  # "entered" | "exited"
+    at: datetime
+
+
+ChangeHook = Callable[[AsyncConnection[Any], Sequence[ListChange]], Awaitable[None]]
+change_hooks: list[ChangeHook] = []  # called in the transaction that made the changes
+
+
+_compiled: dict[tuple[UUID, int, str, bool], sql.Composed] = {}
+
+
+def _statement(name: str, list_id: UUID, version: int, rule: Any) -> sql.Composed:
+    rows = bool(change_hooks)
+    key = (list_id, version, name, rows)
+    statement = _compiled.get(key)
+    if statement is None:
+        if len(_compiled) > 10_000:
+            _compiled.clear()
+        predicate = compile_rule(_NODE.validate_python(rule))
+        statement = sql.SQL(Q[name]).format(predicate=predicate, result=_ROWS if rows else _COUNTS)
+        _compiled[key] = statement
+    return statement
+
+
+async def _apply(
+    conn: AsyncConnection[Any], statement: sql.Composed, project_id: UUID, list_id: UUID, params: dict[str, Any]
+) -> tuple[int, int]:
+    cursor = await conn.execute(statement, {"project_id": project_id, "list_id": list_id, **params})
+    rows = await cursor.fetchall()
+    if not change_hooks:
+        return int(rows[0][0]), int(rows[0][1])
+    changes = [ListChange(project_id, list_id, user_id, change, at) for user_id, change, at in rows]
+    for hook in change_hooks:
+        await hook(conn, changes)
+    return sum(c.change == "entered" for c in changes), sum(c.change == "exited" for c in changes)
+
+
+async def recompute_one(conn: AsyncConnection[Any], now: datetime | None = None, *, time_every: float = 60.0) -> bool:
+    """Recompute one list whose members lag its rule or whose time windows are due, in one transaction;
+    False when there is none. A rule that cannot be evaluated marks the list failed instead of blocking."""
+    at = now or datetime.now(UTC)
+    async with conn.transaction():
+        row = await (await conn.execute(Q["claim_stale"])).fetchone()
+        if row is None:
+            row = await (await conn.execute(Q["claim_time_due"], {"now": at, "every": time_every})).fetchone()
+        if row is None:
+            return False
+        list_id, project_id, rule, rule_version = row
+        await conn.execute(Q["lock_exclusive"], {"list_id": list_id})
+        error = None
+        try:
+            async with conn.transaction():  # a savepoint: a rule that fails in SQL fails alone
+                statement = _statement("recompute", list_id, rule_version, rule)
+                await _apply(conn, statement, project_id, list_id, {"now": at})
+        except (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
+            # a stored rule that no longer validates, values out of range: the rule's fault, not the queue's
+            error = f"{type(exc).__name__}: {exc}".strip()[:500]
+            log.warning("list rule failed", list_id=str(list_id), project_id=str(project_id), error=error)
+        params = {"list_id": list_id, "rule_version": rule_version, "error": error, "now": at}
+        await conn.execute(Q["mark_computed"], params)
+    return True
+
+
+async def reevaluate(
+    conn: AsyncConnection[Any],
+    project_id: UUID,
+    user_ids: Iterable[UUID],
+    *,
+    names: Iterable[str] = (),
+    profile: bool = False,
+    now: datetime | None = None,
+) -> None:
+    """Re-evaluate, for these users, the project's rule lists that events `names` or (with `profile`) a
+    profile change can affect, then the lists that refer to lists whose members changed. In the caller's
+    transaction. A list being recomputed right now is left to that recompute, and the users queued again."""
+    users = sorted(set(user_ids))
+    params: dict[str, Any] = {"user_ids": users, "now": now or datetime.now(UTC)}
+    names = sorted(set(names))
+    changed: list[UUID] = []
+    seen: set[UUID] = set()
+    queue_again = False
+    for _ in range(MAX_DEPTH):
+        selector = {"project_id": project_id, "names": names, "profile": profile, "lists": changed}
+        affected = [row for row in await (await conn.execute(Q["affected"], selector)).fetchall() if row[0] not in seen]
+        if not affected:
+            break
+        changed = []
+        for list_id, rule, version in affected:
+            seen.add(list_id)
+            locked = await (await conn.execute(Q["try_lock_shared"], {"list_id": list_id})).fetchone()
+            if not (locked and locked[0]):
+                queue_again = True
+                continue
+            entered, exited = await _apply(
+                conn, _statement("reevaluate", list_id, version, rule), project_id, list_id, params
+            )
+            if entered or exited:
+                changed.append(list_id)
+        names, profile = [], False
+        if not changed:
+            break
+    if queue_again:
+        await conn.execute(Q["queue_users"], {"project_id": project_id, "user_ids": users})
+
+
+async def reevaluate_pending(conn: AsyncConnection[Any], limit: int = 1000) -> int:
+    """Users queued by profile changes: every profile-dependent list of their project, for them."""
+    async with conn.transaction():
+        rows = await (await conn.execute(Q["claim_pending"], {"limit": limit})).fetchall()
+        by_project: dict[UUID, list[UUID]] = {}
+        for project_id, user_id in rows:
+            by_project.setdefault(project_id, []).append(user_id)
+        for project_id, users in by_project.items():
+            await reevaluate(conn, project_id, users, profile=True)
+    return len(rows)
+
+
+class ListsSubscriber:
+    """The event pipeline's built-in subscriber (events/subscribers.py): events can move users in or out
+    of lists with event conditions; re-evaluated in the worker's transaction."""
+
+    async def on_events(self, conn: AsyncConnection[Any], events: Sequence[ProcessedEvent]) -> None:
+        touched: dict[UUID, tuple[set[UUID], set[str]]] = {}
+        for event in events:
+            if event.kind == "user":
+                users, names = touched.setdefault(event.project_id, (set(), set()))
+                users.add(event.target_id)
+                names.add(event.name)
+        for project_id, (users, names) in touched.items():
+            await reevaluate(conn, project_id, users, names=names)

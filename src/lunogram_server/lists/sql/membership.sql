@@ -1,0 +1,94 @@
+-- Rule list membership (lists/membership.py). `{predicate}` is the compiled rule over `u` (lists/rules.py),
+-- `{result}` either the counts of entries and exits or the changes themselves (when hooks listen).
+-- Full recomputes hold the list's advisory lock exclusively, re-evaluations for a few users share it: a
+-- re-evaluation never interleaves with a recompute that would not see its users' new events.
+
+-- name: claim_stale
+-- a list whose members lag its rule; SKIP LOCKED: any number of recomputers share the work
+SELECT id, project_id, rule, rule_version FROM lists
+WHERE computed_version < rule_version
+ORDER BY updated_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_time_due
+-- a list with time windows not evaluated for `every`: time alone may have moved users in or out
+SELECT id, project_id, rule, rule_version FROM lists
+WHERE uses_time AND kind = 'rule' AND computed_version = rule_version
+  AND computed_at < %(now)s - %(every)s * interval '1 second'
+ORDER BY computed_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_exclusive
+SELECT pg_advisory_xact_lock(hashtextextended(%(list_id)s::text, 7));
+
+-- name: try_lock_shared
+SELECT pg_try_advisory_xact_lock_shared(hashtextextended(%(list_id)s::text, 7));
+
+-- name: mark_computed
+-- with an error: the rule could not be evaluated; it leaves the queue (members unchanged) until changed
+UPDATE lists SET computed_version = %(rule_version)s, computed_at = %(now)s, error = %(error)s
+WHERE id = %(list_id)s AND computed_version <= %(rule_version)s;
+
+-- name: recompute
+WITH matching AS MATERIALIZED (
+    SELECT u.id FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate}
+), entered AS (
+    INSERT INTO list_members (list_id, user_id, project_id)
+    SELECT %(list_id)s, id, %(project_id)s FROM matching
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), exited AS (
+    DELETE FROM list_members AS m
+    WHERE m.list_id = %(list_id)s AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
+    RETURNING m.user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change, at)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'entered', %(now)s FROM entered
+    UNION ALL
+    SELECT %(project_id)s, %(list_id)s, user_id, 'exited', %(now)s FROM exited
+    RETURNING user_id, change, at
+)
+{result};
+
+-- name: reevaluate
+WITH matching AS MATERIALIZED (
+    SELECT u.id FROM users AS u
+    WHERE u.id = ANY (%(user_ids)s::uuid[]) AND u.project_id = %(project_id)s AND {predicate}
+), entered AS (
+    INSERT INTO list_members (list_id, user_id, project_id)
+    SELECT %(list_id)s, id, %(project_id)s FROM matching
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), exited AS (
+    DELETE FROM list_members AS m
+    WHERE m.list_id = %(list_id)s AND m.user_id = ANY (%(user_ids)s::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
+    RETURNING m.user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change, at)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'entered', %(now)s FROM entered
+    UNION ALL
+    SELECT %(project_id)s, %(list_id)s, user_id, 'exited', %(now)s FROM exited
+    RETURNING user_id, change, at
+)
+{result};
+
+-- name: affected
+-- rule lists of a project a change can move users in or out of: by event name, by profile, by other lists
+SELECT id, rule, rule_version FROM lists
+WHERE project_id = %(project_id)s AND kind = 'rule'
+  AND (event_names && %(names)s::text[] OR (%(profile)s AND uses_profile)
+       OR referenced_lists && %(lists)s::uuid[])
+ORDER BY id;
+
+-- name: queue_users
+INSERT INTO list_pending_users (project_id, user_id)
+SELECT %(project_id)s, id FROM users WHERE id = ANY (%(user_ids)s::uuid[])
+ON CONFLICT (user_id) DO NOTHING;
+
+-- name: claim_pending
+DELETE FROM list_pending_users
+WHERE user_id IN (SELECT user_id FROM list_pending_users ORDER BY queued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING project_id, user_id;
