@@ -10,8 +10,8 @@ Full recompute: a rule list "pro AND at least 2 purchases in 30 days" is created
 clock runs from the 201 until the list is ready; with --plan, EXPLAIN (ANALYZE, BUFFERS) of its predicate.
 Incremental: a list "bench = TAG AND did signup_done", then `--incremental` new users, each sent one
 signup_done at `--rate` events/s; per user, list entry minus the event's acceptance (and minus its processing).
-Targets: none set yet (docs/performance.md has none for lists); the figures are full recompute seconds at
-1M users / 10M events and incremental entry delay p50/p99/max.
+Targets (issue 7, 2 cores): full recompute at 1M users / 10M events < 60 s; entry after the event's
+processing p99 < 100 ms.
 """
 
 from __future__ import annotations

@@ -443,3 +443,75 @@ async def test_changes_reach_the_hooks_in_the_transaction(server: Server, client
         await pool.close()
     mine = [c for c in seen if str(c.list_id) == vip["id"]]
     assert [(str(c.user_id), c.change) for c in mine] == [(user["id"], "entered")]
+
+
+def post_csv(client: httpx.Client, list_id: str, text: str, media: str = "text/csv") -> httpx.Response:
+    return client.post(f"/admin/lists/{list_id}/imports", content=text.encode(), headers={"Content-Type": media})
+
+
+def test_csv_import_applies_good_rows_and_reports_bad_ones(client: httpx.Client) -> None:
+    made = create_list(client)
+    tag = uid("csv")
+    existing = upsert(client, f"{tag}-1", data={"kept": "yes", "plan": "free"})
+    text = (
+        "external_id,source,plan,city\n"
+        f"{tag}-1,,pro,Utrecht\n"  # known user: data merged
+        f"{tag}-2,crm,free,\n"  # new user under source crm, empty city omitted
+        ",,pro,Delft\n"  # line 4: no external_id
+        f"{tag}-3,,free\n"  # line 5: a cell short
+        "\n"
+        f'"{tag}-4",,"enterprise, EU","Den Haag"\n'
+    )
+    response = post_csv(client, made["id"], text)
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert started["total_rows"] == 5
+    assert started["failed"] == 2
+
+    def finished() -> dict[str, Any] | None:
+        status = client.get(f"/admin/lists/{made['id']}/imports/{started['id']}").json()
+        return status if status["status"] == "done" else None
+
+    done = wait_until(finished, what="import done")
+    assert done["imported"] == 3
+    assert done["processed_rows"] == 5
+    assert done["errors"] == [
+        {"line": 4, "error": "external_id: is required"},
+        {"line": 5, "error": "has 3 cells; the header names 4 columns"},
+    ]
+    assert len(member_ids(client, made["id"])) == 3
+    updated = client.get("/admin/users", params={"external_id": f"{tag}-1"}).json()
+    assert updated["id"] == existing["id"]
+    assert updated["data"]["plan"] == "pro"
+    assert updated["data"]["kept"] == "yes"
+    crm = client.get("/admin/users", params={"external_id": f"{tag}-2", "source": "crm"}).json()
+    assert crm["data"] == {"plan": "free"}
+    quoted = client.get("/admin/users", params={"external_id": f"{tag}-4"}).json()
+    assert quoted["data"] == {"plan": "enterprise, EU", "city": "Den Haag"}
+
+
+@pytest.mark.parametrize(
+    ("text", "media", "status", "detail"),
+    [
+        ("email\nx@example.com\n", "text/csv", 400, "header: needs an external_id column"),
+        ("external_id\n", "text/csv", 400, "no rows"),
+        ("", "text/csv", 400, "empty"),
+        ("external_id,a,a\n1,2,3\n", "text/csv", 400, "appears twice"),
+        ("external_id\n1\n", "application/json", 415, "text/csv"),
+    ],
+)
+def test_bad_files_are_refused_whole(client: httpx.Client, text: str, media: str, status: int, detail: str) -> None:
+    made = create_list(client)
+    response = post_csv(client, made["id"], text, media)
+    assert response.status_code == status
+    assert detail in response.json()["detail"]
+    assert member_ids(client, made["id"]) == set()
+
+
+def test_imports_only_into_static_lists_of_the_project(client: httpx.Client, b: httpx.Client) -> None:
+    rule_list = create_list(client, rule={"type": "property", "path": "email", "op": "exists"})
+    assert post_csv(client, rule_list["id"], "external_id\nx\n").status_code == 409
+    static = create_list(client)
+    assert post_csv(b, static["id"], "external_id\nx\n").status_code == 404
+    started = post_csv(client, static["id"], "external_id\nx\n").json()
+    assert b.get(f"/admin/lists/{static['id']}/imports/{started['id']}").status_code == 404

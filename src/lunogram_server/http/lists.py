@@ -10,12 +10,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from lunogram_server.http.auth import Operator
-from lunogram_server.http.body import LimitedRoute, accept, body_schema
+from lunogram_server.http.body import LimitedRoute, accept, body_schema, read_body
 from lunogram_server.http.client import ERRORS, PROBLEM, json_response
 from lunogram_server.http.problems import ProblemError
+from lunogram_server.lists import imports
 from lunogram_server.lists import service as lists
 from lunogram_server.lists.models import (
     CreateList,
+    ImportStatus,
     ListDetail,
     ListSummary,
     MemberChange,
@@ -150,3 +152,50 @@ async def add_members(list_id: UUID, auth: Operator, request: Request) -> Respon
 )
 async def remove_members(list_id: UUID, auth: Operator, request: Request) -> Response:
     return await _change(list_id, auth, request, add=False)
+
+
+_CSV = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+
+@router.post(
+    "/{list_id}/imports",
+    status_code=202,
+    response_model=ImportStatus,
+    responses={**FOUND_ERRORS, 409: PROBLEM},
+    openapi_extra=_CSV,
+    summary="Import users into a static list from CSV (external_id[,source][,data columns]); applied in the "
+    "background, bad rows reported by line",
+)
+async def import_csv(list_id: UUID, auth: Operator, request: Request) -> Response:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in ("text/csv", "application/csv"):
+        raise ProblemError(415, f"Content-Type: send text/csv, not {media!r}")
+    raw = await read_body(request, request.app.state.settings.limits.max_body_bytes)
+    try:
+        parsed = imports.parse(raw)
+    except imports.BadFile as exc:
+        raise ProblemError(400, str(exc)) from None
+    async with request.app.state.pool.connection() as conn, conn.transaction():
+        kind = await lists.kind_of(conn, auth.project_id, list_id)
+        if kind is None:
+            raise _missing(list_id)
+        if kind != "static":
+            raise ProblemError(
+                409, f"list {list_id}: members of a rule list follow its rule; import into a static list"
+            )
+        text = await imports.create(conn, auth.project_id, list_id, parsed)
+    return json_response(text, 202)
+
+
+@router.get(
+    "/{list_id}/imports/{import_id}",
+    response_model=ImportStatus,
+    responses=FOUND_ERRORS,
+    summary="An import's progress and its per-row errors",
+)
+async def import_status(list_id: UUID, import_id: UUID, auth: Operator, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        text = await imports.detail(conn, auth.project_id, list_id, import_id)
+    if text is None:
+        raise ProblemError(404, f"import {import_id}: not found for list {list_id} in this project")
+    return json_response(text)

@@ -86,3 +86,21 @@ class MemberPage(BaseModel):
 
 class MemberCount(BaseModel):
     changed: int
+
+
+class ImportError(BaseModel):
+    line: int
+    error: str
+
+
+class ImportStatus(BaseModel):
+    id: UUID
+    list_id: UUID
+    status: Literal["queued", "running", "done"]
+    total_rows: int
+    processed_rows: int
+    imported: int
+    failed: int
+    errors: list[ImportError]
+    created_at: datetime
+    updated_at: datetime

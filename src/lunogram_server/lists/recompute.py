@@ -1,5 +1,5 @@
 """The lists loop: fills rule lists whose members lag their rule (new lists, changed rules), re-checks
-lists with time windows as time passes, and re-evaluates users whose profile changed.
+lists with time windows as time passes, re-evaluates users whose profile changed, applies CSV imports.
 
 Each recompute runs in one transaction that also marks the list computed, so a `kill -9` midway leaves it
 stale and the next loop (in any process) does it again from scratch: never half a recompute.
@@ -13,15 +13,17 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from lunogram_server.lists import membership
+from lunogram_server.lists import imports, membership
 from lunogram_server.maintenance import periodically
 
 
 async def catch_up(conn: AsyncConnection[Any], time_every: float) -> None:
-    """Everything due now: stale lists, time windows, queued users."""
+    """Everything due now: stale lists, time windows, queued users, CSV imports."""
     while await membership.recompute_one(conn, time_every=time_every):
         pass
     while await membership.reevaluate_pending(conn):
+        pass
+    while await imports.apply_one_chunk(conn):
         pass
 
 

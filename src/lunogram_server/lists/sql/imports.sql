@@ -1,0 +1,55 @@
+-- CSV imports into static lists (lists/imports.py).
+
+-- name: create
+INSERT INTO list_imports (project_id, list_id, rows, total_rows, errors, error_count, status)
+VALUES (%(project_id)s, %(list_id)s, %(rows)s, %(total_rows)s, %(errors)s, %(error_count)s,
+        CASE WHEN jsonb_array_length(%(rows)s) = 0 THEN 'done' ELSE 'queued' END)
+RETURNING id;
+
+-- name: detail
+SELECT jsonb_build_object(
+    'id', id, 'list_id', list_id, 'status', status, 'total_rows', total_rows,
+    'processed_rows', imported + error_count, 'imported', imported, 'failed', error_count,
+    'errors', errors, 'created_at', created_at, 'updated_at', updated_at)::text
+FROM list_imports WHERE id = %(import_id)s AND list_id = %(list_id)s AND project_id = %(project_id)s;
+
+-- name: claim
+SELECT id, project_id, list_id, processed_rows FROM list_imports
+WHERE status <> 'done'
+ORDER BY created_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: chunk
+SELECT t.r ->> 0, t.r -> 1, t.r -> 2
+FROM list_imports AS i, jsonb_array_elements(i.rows) WITH ORDINALITY AS t(r, n)
+WHERE i.id = %(import_id)s AND t.n > %(offset)s AND t.n <= %(offset)s + %(limit)s
+ORDER BY t.n;
+
+-- name: apply
+-- upsert each row's user (created if new, data merged) and add it to the list; entries recorded
+WITH targets AS (
+    SELECT DISTINCT (lunogram_upsert_user(%(project_id)s, t.identifiers, t.fields) ->> 'id')::uuid AS user_id
+    FROM jsonb_to_recordset(%(rows)s) AS t(identifiers jsonb, fields jsonb)
+), added AS (
+    INSERT INTO list_members (list_id, user_id, project_id)
+    SELECT %(list_id)s, user_id, %(project_id)s FROM targets
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), recorded AS (
+    INSERT INTO list_changes (project_id, list_id, user_id, change)
+    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM added
+)
+SELECT count(*) FROM targets;
+
+-- name: progress
+UPDATE list_imports SET
+    processed_rows = processed_rows + %(done)s,
+    imported = imported + %(imported)s,
+    errors = CASE WHEN jsonb_array_length(errors) < 1000
+                  THEN errors || %(errors)s ELSE errors END,
+    error_count = error_count + jsonb_array_length(%(errors)s),
+    status = CASE WHEN processed_rows + %(done)s >= jsonb_array_length(rows) THEN 'done' ELSE 'running' END,
+    rows = CASE WHEN processed_rows + %(done)s >= jsonb_array_length(rows) THEN '[]'::jsonb ELSE rows END,
+    updated_at = now()
+WHERE id = %(import_id)s;
