@@ -117,7 +117,8 @@ class WorkResult:
 
 async def drain(conninfo: str, tasks: int, settings: dict[str, int], breakdown: bool, first: int) -> WorkResult:
     """`tasks` EventWorkers on one pool, each calling run_once() until the inbox has nothing left."""
-    from lunogram_server.config import EventSettings
+    from lunogram_server.background import event_subscribers
+    from lunogram_server.config import EventSettings, Settings
     from lunogram_server.db import open_pool
     from lunogram_server.events.worker import EventWorker
 
@@ -147,7 +148,10 @@ async def drain(conninfo: str, tasks: int, settings: dict[str, int], breakdown: 
                 await asyncio.sleep(0.005)
 
     try:
-        workers = [EventWorker(pool, config, name=f"bench:{os.getpid()}:{first + n}") for n in range(tasks)]
+        subscribers = event_subscribers(Settings())  # as in `serve`: lists re-evaluation included
+        workers = [
+            EventWorker(pool, config, subscribers, name=f"bench:{os.getpid()}:{first + n}") for n in range(tasks)
+        ]
         await asyncio.gather(*(one(worker) for worker in workers))
     finally:
         await pool.close()

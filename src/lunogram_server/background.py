@@ -13,7 +13,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import Settings
-from lunogram_server.events.subscribers import load_subscribers
+from lunogram_server.events.subscribers import EventSubscriber, load_subscribers
 from lunogram_server.events.worker import EventWorker
 from lunogram_server.lists.membership import ListsSubscriber
 from lunogram_server.lists.recompute import recompute_loop
@@ -29,6 +29,11 @@ def loop_count(settings: Settings) -> int:
     return workers + schedulers + lists
 
 
+def event_subscribers(settings: Settings) -> list[EventSubscriber]:
+    """What every event worker hands applied events to: lists first, then the operator's plugins."""
+    return [ListsSubscriber(), *load_subscribers(settings.events.subscribers)]
+
+
 @asynccontextmanager
 async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> AsyncIterator[None]:
     """Start the loops; on exit, let each finish the batch in hand (a killed process rolls it back instead,
@@ -37,7 +42,7 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
     loops: list[tuple[str, Coroutine[Any, Any, None]]] = []
     prefix = f"{socket.gethostname()}:{os.getpid()}"
     if settings.role in ("all", "worker"):
-        subscribers = [ListsSubscriber(), *load_subscribers(settings.events.subscribers)]
+        subscribers = event_subscribers(settings)
         for n in range(settings.events.worker_tasks):
             worker = EventWorker(pool, settings.events, subscribers, f"{prefix}:{n}")
             loops.append((worker.name, worker.run(stop)))
