@@ -515,3 +515,26 @@ def test_imports_only_into_static_lists_of_the_project(client: httpx.Client, b: 
     assert post_csv(b, static["id"], "external_id\nx\n").status_code == 404
     started = post_csv(client, static["id"], "external_id\nx\n").json()
     assert b.get(f"/admin/lists/{static['id']}/imports/{started['id']}").status_code == 404
+
+
+def test_a_merge_re_evaluates_event_lists_for_the_survivor(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    """Each of two profiles bought once ('at most 1 purchase': both in); merged, the survivor has two."""
+    tag = uid("merge")
+    anonymous, known = f"{tag}-anon", f"{tag}-known"
+    upsert(client, known, data={"tag": tag})
+    client.post("/client/users", json={"identifier": [ident(anonymous, "anonymous")], "data": {"tag": tag}})
+    buys = [
+        {"name": "purchase", "identifier": [ident(anonymous, "anonymous")], "data": {}},
+        {"name": "purchase", "identifier": [ident(known)], "data": {}},
+    ]
+    assert client.post("/client/users/events", json=buys).status_code == 202
+    count = (
+        "SELECT count(*) FROM user_events AS e JOIN user_identifiers AS i USING (user_id)"
+        " WHERE i.external_id = ANY (%s)"
+    )
+    wait_until(lambda: db.execute(count, ([anonymous, known],)).fetchone() == (2,), what="both purchases applied")
+    at_most_once = {"type": "event", "name": "purchase", "count": {"op": "at_most", "value": 1}}
+    once = create_list(client, rule=tagged(tag, at_most_once))
+    assert ready(client, once["id"])["member_count"] == 2
+    client.post("/client/users", json={"identifier": [ident(anonymous, "anonymous"), ident(known)]})
+    wait_until(lambda: member_ids(client, once["id"]) == set(), what="the survivor leaves")

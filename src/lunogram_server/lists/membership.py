@@ -32,6 +32,8 @@ _COUNTS = sql.SQL(
 )
 _ROWS = sql.SQL("SELECT user_id, change, at FROM recorded")
 MAX_DEPTH = 8  # lists referring to lists referring to lists…: re-evaluated up to this many rounds
+# a stored rule that no longer validates, values out of range: the rule's fault, not the caller's
+_RULE_FAILURES = (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,7 @@ async def recompute_one(conn: AsyncConnection[Any], now: datetime | None = None,
             async with conn.transaction():  # a savepoint: a rule that fails in SQL fails alone
                 statement = _statement("recompute", list_id, rule_version, rule)
                 await _apply(conn, statement, project_id, list_id, {"now": at})
-        except (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
-            # a stored rule that no longer validates, values out of range: the rule's fault, not the queue's
+        except _RULE_FAILURES as exc:
             error = f"{type(exc).__name__}: {exc}".strip()[:500]
             log.warning("list rule failed", list_id=str(list_id), project_id=str(project_id), error=error)
         params = {"list_id": list_id, "rule_version": rule_version, "error": error, "now": at}
@@ -109,6 +110,7 @@ async def reevaluate(
     *,
     names: Iterable[str] = (),
     profile: bool = False,
+    everything: bool = False,
     now: datetime | None = None,
 ) -> None:
     """Re-evaluate, for these users, the project's rule lists that events `names` or (with `profile`) a
@@ -118,26 +120,35 @@ async def reevaluate(
     params: dict[str, Any] = {"user_ids": users, "now": now or datetime.now(UTC)}
     names = sorted(set(names))
     changed: list[UUID] = []
-    seen: set[UUID] = set()
     queue_again = False
     for _ in range(MAX_DEPTH):
-        selector = {"project_id": project_id, "names": names, "profile": profile, "lists": changed}
-        affected = [row for row in await (await conn.execute(Q["affected"], selector)).fetchall() if row[0] not in seen]
+        selector = {
+            "project_id": project_id,
+            "names": names,
+            "profile": profile,
+            "everything": everything,
+            "lists": changed,
+        }
+        # after the first round: the lists referring to lists that changed (evaluated already or not)
+        affected = await (await conn.execute(Q["affected"], selector)).fetchall()
         if not affected:
             break
         changed = []
         for list_id, rule, version in affected:
-            seen.add(list_id)
             locked = await (await conn.execute(Q["try_lock_shared"], {"list_id": list_id})).fetchone()
             if not (locked and locked[0]):
                 queue_again = True
                 continue
-            entered, exited = await _apply(
-                conn, _statement("reevaluate", list_id, version, rule), project_id, list_id, params
-            )
+            try:
+                statement = _statement("reevaluate", list_id, version, rule)
+                async with conn.transaction():  # a savepoint: one list's failure must not undo the caller's work
+                    entered, exited = await _apply(conn, statement, project_id, list_id, params)
+            except _RULE_FAILURES as exc:  # left to the next full recompute, which marks the list failed
+                log.warning("list re-evaluation failed", list_id=str(list_id), error=str(exc)[:300])
+                continue
             if entered or exited:
                 changed.append(list_id)
-        names, profile = [], False
+        names, profile, everything = [], False, False
         if not changed:
             break
     if queue_again:
@@ -145,14 +156,15 @@ async def reevaluate(
 
 
 async def reevaluate_pending(conn: AsyncConnection[Any], limit: int = 1000) -> int:
-    """Users queued by profile changes: every profile-dependent list of their project, for them."""
+    """Users queued by profile changes and merges: every rule list of their project, for them (a merge moves
+    event history and memberships too, which event and list conditions look at)."""
     async with conn.transaction():
         rows = await (await conn.execute(Q["claim_pending"], {"limit": limit})).fetchall()
         by_project: dict[UUID, list[UUID]] = {}
         for project_id, user_id in rows:
             by_project.setdefault(project_id, []).append(user_id)
         for project_id, users in by_project.items():
-            await reevaluate(conn, project_id, users, profile=True)
+            await reevaluate(conn, project_id, users, everything=True)
     return len(rows)
 
 

@@ -76,10 +76,12 @@ WITH matching AS MATERIALIZED (
 {result};
 
 -- name: affected
--- rule lists of a project a change can move users in or out of: by event name, by profile, by other lists
+-- rule lists of a project a change can move users in or out of: by event name, by profile, by other lists;
+-- all of them for `everything` (queued users: a merge moves history and memberships as well as data)
+-- (not failed ones: a rule the database cannot evaluate waits for its owner to change it)
 SELECT id, rule, rule_version FROM lists
-WHERE project_id = %(project_id)s AND kind = 'rule'
-  AND (event_names && %(names)s::text[] OR (%(profile)s AND uses_profile)
+WHERE project_id = %(project_id)s AND kind = 'rule' AND error IS NULL
+  AND (%(everything)s OR event_names && %(names)s::text[] OR (%(profile)s AND uses_profile)
        OR referenced_lists && %(lists)s::uuid[])
 ORDER BY id;
 
