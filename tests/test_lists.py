@@ -538,3 +538,55 @@ def test_a_merge_re_evaluates_event_lists_for_the_survivor(client: httpx.Client,
     assert ready(client, once["id"])["member_count"] == 2
     client.post("/client/users", json={"identifier": [ident(anonymous, "anonymous"), ident(known)]})
     wait_until(lambda: member_ids(client, once["id"]) == set(), what="the survivor leaves")
+
+
+def test_a_recompute_goes_by_chunks_and_reports_progress(pg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a database of its own (no server racing for the list): 10 users, chunks of 3, half of them
+    matching; the members are exactly right, including exits, and progress is heard after each chunk."""
+    from lunogram_server.db import open_pool
+    from lunogram_server.db.migrate import migrate
+    from lunogram_server.lists import membership
+
+    conninfo = pg.new_database()
+    migrate(conninfo)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        project = conn.execute("INSERT INTO projects (name) VALUES ('chunks') RETURNING id").fetchone()[0]
+        users = [
+            conn.execute(
+                "INSERT INTO users (project_id, data) VALUES (%s, %s) RETURNING id",
+                (project, psycopg.types.json.Jsonb({"even": n % 2 == 0})),
+            ).fetchone()[0]
+            for n in range(10)
+        ]
+        rule = {"type": "property", "path": "data.even", "op": "equals", "value": True}
+        list_id = conn.execute(
+            "INSERT INTO lists (project_id, name, kind, rule) VALUES (%s, 'even', 'rule', %s) RETURNING id",
+            (project, psycopg.types.json.Jsonb(rule)),
+        ).fetchone()[0]
+        stale_member = users[1]  # odd: must leave
+        conn.execute(
+            "INSERT INTO list_members (list_id, user_id, project_id) VALUES (%s, %s, %s)",
+            (list_id, stale_member, project),
+        )
+    monkeypatch.setattr(membership, "CHUNK", 3)
+    heard: list[tuple[int, int]] = []
+
+    async def progress(_: Any, done: int, total: int, __: Any) -> None:
+        heard.append((done, total))
+
+    async def run() -> bool:
+        pool = await open_pool(conninfo, min_size=1, max_size=1)
+        try:
+            async with pool.connection() as conn:
+                return await membership.recompute_one(conn, progress=progress)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run())
+    assert heard == [(3, 10), (6, 10), (9, 10)]
+    with psycopg.connect(conninfo) as conn:
+        members = {row[0] for row in conn.execute("SELECT user_id FROM list_members WHERE list_id = %s", (list_id,))}
+        assert members == {u for n, u in enumerate(users) if n % 2 == 0}
+        state = conn.execute("SELECT computed_version, rule_version, error FROM lists WHERE id = %s", (list_id,))
+        assert state.fetchone() == (1, 1, None)
+        assert conn.execute("SELECT count(*) FROM list_recompute_progress").fetchone() == (0,)

@@ -78,9 +78,22 @@ async def _apply(
     return sum(c.change == "entered" for c in changes), sum(c.change == "exited" for c in changes)
 
 
-async def recompute_one(conn: AsyncConnection[Any], now: datetime | None = None, *, time_every: float = 60.0) -> bool:
-    """Recompute one list whose members lag its rule or whose time windows are due, in one transaction;
-    False when there is none. A rule that cannot be evaluated marks the list failed instead of blocking."""
+Progress = Callable[[UUID, int, int, datetime], Awaitable[None]]  # list, users done, users in all, started
+CHUNK = 50_000  # users per recompute statement: progress is reported between them
+_LOWEST = UUID(int=0)
+_PAST_HIGHEST = UUID("ffffffff-ffff-ffff-ffff-ffffffffffff")  # no v4 UUID is this one (version nibble)
+
+
+async def recompute_one(
+    conn: AsyncConnection[Any],
+    now: datetime | None = None,
+    *,
+    time_every: float = 60.0,
+    progress: Progress | None = None,
+) -> bool:
+    """Recompute one list whose members lag its rule or whose time windows are due, in one transaction, a
+    chunk of users per statement (`progress` hears after each, from its own connection); False when there is
+    none. A rule that cannot be evaluated marks the list failed instead of blocking the queue."""
     at = now or datetime.now(UTC)
     async with conn.transaction():
         row = await (await conn.execute(Q["claim_stale"])).fetchone()
@@ -94,13 +107,39 @@ async def recompute_one(conn: AsyncConnection[Any], now: datetime | None = None,
         try:
             async with conn.transaction():  # a savepoint: a rule that fails in SQL fails alone
                 statement = _statement("recompute", list_id, rule_version, rule)
-                await _apply(conn, statement, project_id, list_id, {"now": at})
+                await _recompute_chunks(conn, statement, project_id, list_id, at, progress)
         except _RULE_FAILURES as exc:
             error = f"{type(exc).__name__}: {exc}".strip()[:500]
             log.warning("list rule failed", list_id=str(list_id), project_id=str(project_id), error=error)
         params = {"list_id": list_id, "rule_version": rule_version, "error": error, "now": at}
         await conn.execute(Q["mark_computed"], params)
+        await conn.execute(Q["forget_progress"], {"list_id": list_id})
     return True
+
+
+async def _recompute_chunks(
+    conn: AsyncConnection[Any],
+    statement: sql.Composed,
+    project_id: UUID,
+    list_id: UUID,
+    at: datetime,
+    progress: Progress | None,
+) -> None:
+    started = datetime.now(UTC)
+    total = 0
+    if progress is not None:
+        total = int((await (await conn.execute(Q["count_users"], {"project_id": project_id})).fetchone() or (0,))[0])
+    low, done = _LOWEST, 0
+    while True:
+        bound = {"project_id": project_id, "low": low, "size": CHUNK}
+        end = await (await conn.execute(Q["chunk_end"], bound)).fetchone()
+        high = end[0] if end else _PAST_HIGHEST
+        await _apply(conn, statement, project_id, list_id, {"now": at, "low": low, "high": high})
+        if end is None:
+            return
+        low, done = high, done + CHUNK
+        if progress is not None:
+            await progress(list_id, min(done, total), total, started)
 
 
 async def reevaluate(

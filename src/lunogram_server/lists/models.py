@@ -49,6 +49,12 @@ class MemberChange(_Strict):
         return value
 
 
+class RecomputeProgress(BaseModel):
+    done: int  # users evaluated so far
+    total: int  # users in the project when the recompute started
+    started_at: datetime
+
+
 class ListDetail(BaseModel):
     id: UUID
     project_id: UUID
@@ -57,6 +63,7 @@ class ListDetail(BaseModel):
     rule: dict[str, Any] | None
     state: Literal["ready", "recomputing", "failed"]
     error: str | None
+    progress: RecomputeProgress | None  # while recomputing, once the first chunk is done
     rule_version: int
     computed_at: datetime | None
     member_count: int

@@ -8,7 +8,9 @@ stale and the next loop (in any process) does it again from scratch: never half 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -17,9 +19,15 @@ from lunogram_server.lists import imports, membership
 from lunogram_server.maintenance import periodically
 
 
-async def catch_up(conn: AsyncConnection[Any], time_every: float) -> None:
+async def catch_up(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any], time_every: float) -> None:
     """Everything due now: stale lists, time windows, queued users, CSV imports."""
-    while await membership.recompute_one(conn, time_every=time_every):
+
+    async def progress(list_id: UUID, done: int, total: int, started: datetime) -> None:
+        async with pool.connection() as side:  # visible at once, while the recompute's transaction runs
+            params = {"list_id": list_id, "done": done, "total": total, "started_at": started}
+            await side.execute(membership.Q["report_progress"], params)
+
+    while await membership.recompute_one(conn, time_every=time_every, progress=progress):
         pass
     while await membership.reevaluate_pending(conn):
         pass
@@ -30,4 +38,4 @@ async def catch_up(conn: AsyncConnection[Any], time_every: float) -> None:
 async def recompute_loop(
     pool: AsyncConnectionPool[Any], stop: asyncio.Event, *, poll_seconds: float, time_every: float
 ) -> None:
-    await periodically(pool, stop, poll_seconds, lambda conn: catch_up(conn, time_every), "lists")
+    await periodically(pool, stop, poll_seconds, lambda conn: catch_up(pool, conn, time_every), "lists")

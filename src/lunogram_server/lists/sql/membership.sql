@@ -31,9 +31,27 @@ SELECT pg_try_advisory_xact_lock_shared(hashtextextended(%(list_id)s::text, 7));
 UPDATE lists SET computed_version = %(rule_version)s, computed_at = %(now)s, error = %(error)s
 WHERE id = %(list_id)s AND computed_version <= %(rule_version)s;
 
+-- name: chunk_end
+-- where the next chunk of a project's users starts (NULL: the rest is the last chunk)
+SELECT id FROM users WHERE project_id = %(project_id)s AND id >= %(low)s ORDER BY id OFFSET %(size)s LIMIT 1;
+
+-- name: count_users
+SELECT count(*) FROM users WHERE project_id = %(project_id)s;
+
+-- name: report_progress
+INSERT INTO list_recompute_progress (list_id, done, total, started_at)
+VALUES (%(list_id)s, %(done)s, %(total)s, %(started_at)s)
+ON CONFLICT (list_id) DO UPDATE SET done = excluded.done, total = excluded.total,
+    started_at = excluded.started_at, updated_at = now();
+
+-- name: forget_progress
+DELETE FROM list_recompute_progress WHERE list_id = %(list_id)s;
+
 -- name: recompute
+-- one chunk of the project's users, ids in [low, high)
 WITH matching AS MATERIALIZED (
-    SELECT u.id FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate}
+    SELECT u.id FROM users AS u
+    WHERE u.project_id = %(project_id)s AND u.id >= %(low)s AND u.id < %(high)s AND {predicate}
 ), entered AS (
     INSERT INTO list_members (list_id, user_id, project_id)
     SELECT %(list_id)s, id, %(project_id)s FROM matching
@@ -41,7 +59,8 @@ WITH matching AS MATERIALIZED (
     RETURNING user_id
 ), exited AS (
     DELETE FROM list_members AS m
-    WHERE m.list_id = %(list_id)s AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
+    WHERE m.list_id = %(list_id)s AND m.user_id >= %(low)s AND m.user_id < %(high)s
+      AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
     RETURNING m.user_id
 ), recorded AS (
     INSERT INTO list_changes (project_id, list_id, user_id, change, at)

@@ -6,6 +6,9 @@ SELECT jsonb_build_object(
     'state', CASE WHEN l.computed_version < l.rule_version THEN 'recomputing'
                   WHEN l.error IS NOT NULL THEN 'failed' ELSE 'ready' END,
     'error', l.error, 'rule_version', l.rule_version, 'computed_at', l.computed_at,
+    'progress', (SELECT jsonb_build_object('done', p.done, 'total', p.total, 'started_at', p.started_at)
+                 FROM list_recompute_progress AS p
+                 WHERE p.list_id = l.id AND l.computed_version < l.rule_version),
     'member_count', (SELECT count(*) FROM list_members AS m WHERE m.list_id = l.id),
     'created_at', l.created_at, 'updated_at', l.updated_at)::text
 FROM lists AS l WHERE l.id = %(list_id)s AND l.project_id = %(project_id)s;
