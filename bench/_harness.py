@@ -244,6 +244,7 @@ async def run_load(
     method: str = "POST",
     warmup: float = 1.0,
     rate: float | None = None,
+    make_headers: Callable[[int, int], str] | None = None,
 ) -> LoadResult:
     """`clients` keep-alive connections, each sending the next request as soon as the last answered.
 
@@ -278,8 +279,9 @@ async def run_load(
                         late = True
                 body = make_body(client_no, seq)
                 seq += 1
+                extra = make_headers(client_no, seq) if make_headers else ""
                 head = (
-                    f"{method} {path} HTTP/1.1\r\nHost: {server.host}\r\n{auth}"
+                    f"{method} {path} HTTP/1.1\r\nHost: {server.host}\r\n{auth}{extra}"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                 )
                 t0 = due if late else time.perf_counter()

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--new-ratio", type=float, default=0.5, help="share of upserts that create a user")
     parser.add_argument("--pool", type=int, default=4, help="server's LUNOGRAM_POOL_MAX_SIZE, per process")
     parser.add_argument("--workers", type=int, default=2, help="server's `serve --workers` (2 cores: 2)")
+    parser.add_argument("--keyed", action="store_true", help="send an Idempotency-Key with each (as the Python SDK)")
     parser.add_argument("--role", default="all", help="server's LUNOGRAM_ROLE (`api`: no background loops)")
     args = parser.parse_args()
     rng = random.Random(7)
@@ -51,9 +52,14 @@ def main() -> None:
     print(f"before: {load_average()}")
     with bench_server(env) as server:
         meter = CpuMeter({**server.pids, "bench client": os.getpid()})
-        result = run(run_load(server, "/api/client/users", body, clients=args.clients, duration=args.duration))
+        keys = (lambda client, seq: f"Idempotency-Key: bench-{client}-{seq}\r\n") if args.keyed else None
+        load = run_load(
+            server, "/api/client/users", body, clients=args.clients, duration=args.duration, make_headers=keys
+        )
+        result = run(load)
         print(f"CPU: {meter.report()}")
-        label = f"upsert ({args.clients} clients, {args.new_ratio:.0%} new, {args.workers} server processes)"
+        keyed = ", keyed" if args.keyed else ""
+        label = f"upsert ({args.clients} clients, {args.new_ratio:.0%} new, {args.workers} server processes{keyed})"
         print(result.report(label, "upserts"))  # type: ignore[attr-defined]
 
 

@@ -7,6 +7,7 @@ server isolate themselves with unique identifiers (`helpers.uid()`).
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import PUBLIC_KEY, SECRET_KEY, PgCluster, Server, free_port
+from helpers import PUBLIC_KEY, SECRET_KEY, PgCluster, Server, free_port, uid
 from lunogram_server.db.embedded import EmbeddedPostgres
 
 
@@ -86,3 +87,26 @@ def db(server: Server) -> Iterator[psycopg.Connection[Any]]:
     """A direct connection to the shared server's database, for assertions the API cannot make."""
     with psycopg.connect(server.database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def other(server: Server, server_factory: Callable[..., Server]) -> Server:
+    """A second server on the shared database whose pinned keys belong to a second project."""
+    public, secret = f"pk_{secrets.token_hex(12)}", f"sk_{secrets.token_hex(12)}"
+    started = server_factory(
+        database_url=server.database_url,
+        extra_env={
+            "LUNOGRAM_BOOTSTRAP_PROJECT": uid("project"),
+            "LUNOGRAM_BOOTSTRAP_PUBLIC_KEY": public,
+            "LUNOGRAM_BOOTSTRAP_SECRET_KEY": secret,
+        },
+    )
+    started.public_key, started.secret_key = public, secret
+    return started
+
+
+@pytest.fixture
+def b(other: Server) -> Iterator[httpx.Client]:
+    """Project B's secret key on its own server."""
+    with other.client() as c:
+        yield c

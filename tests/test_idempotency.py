@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -152,3 +153,46 @@ def test_an_expired_key_is_a_new_request(client: httpx.Client, db: psycopg.Conne
     response = client.post("/client/users/events", json=second, headers={"Idempotency-Key": key})
     assert response.status_code == 202, response.text
     wait_until(lambda: history_count(db, f"{name}_later") == 1, what="the later event applied")
+
+
+def test_concurrent_keyed_upserts_store_once(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    """Keyed upserts are committed together with others (db/coalesce.py): repeats in one batch or across
+    batches all get the first answer, and the upsert happened once (version 1)."""
+    key, ext = str(uuid.uuid4()), uid()
+    body = {"identifier": [ident(ext)], "data": {"counter": 1}}
+
+    def send(_: int) -> bytes:
+        response = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+        assert response.status_code == 200
+        return response.content
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = set(pool.map(send, range(16)))
+    assert len(answers) == 1
+    assert orjson.loads(answers.pop())["version"] == 1
+    stored = db.execute("SELECT count(*) FROM user_identifiers WHERE external_id = %s", (ext,)).fetchone()
+    assert stored == (1,)
+
+
+def test_a_keyed_upsert_refuses_another_request_and_forgets_after_a_day(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    key, ext = str(uuid.uuid4()), uid()
+    first = client.post(
+        "/client/organizations", json={"identifier": [ident(ext)], "name": "A"}, headers={"Idempotency-Key": key}
+    )
+    assert first.status_code == 200
+    other = client.post(
+        "/client/organizations", json={"identifier": [ident(ext)], "name": "B"}, headers={"Idempotency-Key": key}
+    )
+    assert other.status_code == 409
+    assert "Idempotency-Key" in other.json()["detail"]
+    elsewhere = client.post("/client/users", json={"identifier": [ident(ext)]}, headers={"Idempotency-Key": key})
+    assert elsewhere.status_code == 409  # the same key on another route is another request
+    assert client.get("/admin/organizations", params={"external_id": ext}).json()["name"] == "A"
+    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = %s", (key,))
+    later = client.post(
+        "/client/organizations", json={"identifier": [ident(ext)], "name": "B"}, headers={"Idempotency-Key": key}
+    )
+    assert later.status_code == 200
+    assert later.json()["name"] == "B"

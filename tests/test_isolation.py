@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,28 +10,6 @@ import psycopg
 import pytest
 
 from helpers import Server, ident, uid
-
-
-@pytest.fixture(scope="module")
-def other(server: Server, server_factory: Callable[..., Server]) -> Server:
-    """A second server on the shared database whose pinned keys belong to a second project."""
-    public, secret = f"pk_{secrets.token_hex(12)}", f"sk_{secrets.token_hex(12)}"
-    started = server_factory(
-        database_url=server.database_url,
-        extra_env={
-            "LUNOGRAM_BOOTSTRAP_PROJECT": uid("project"),
-            "LUNOGRAM_BOOTSTRAP_PUBLIC_KEY": public,
-            "LUNOGRAM_BOOTSTRAP_SECRET_KEY": secret,
-        },
-    )
-    started.public_key, started.secret_key = public, secret
-    return started
-
-
-@pytest.fixture
-def b(other: Server) -> Iterator[httpx.Client]:
-    with other.client() as c:
-        yield c
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ merges, deletes and project isolation."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -297,27 +295,6 @@ def test_crud_and_errors(client: httpx.Client, public_client: httpx.Client) -> N
     assert client.delete(f"/admin/lists/{made['id']}").status_code == 204
     assert client.get(f"/admin/lists/{made['id']}").status_code == 404
     assert client.delete(f"/admin/lists/{made['id']}").status_code == 404
-
-
-@pytest.fixture(scope="module")
-def other(server: Server, server_factory: Callable[..., Server]) -> Server:
-    public, secret = f"pk_{secrets.token_hex(12)}", f"sk_{secrets.token_hex(12)}"
-    started = server_factory(
-        database_url=server.database_url,
-        extra_env={
-            "LUNOGRAM_BOOTSTRAP_PROJECT": uid("project"),
-            "LUNOGRAM_BOOTSTRAP_PUBLIC_KEY": public,
-            "LUNOGRAM_BOOTSTRAP_SECRET_KEY": secret,
-        },
-    )
-    started.public_key, started.secret_key = public, secret
-    return started
-
-
-@pytest.fixture
-def b(other: Server) -> Iterator[httpx.Client]:
-    with other.client() as c:
-        yield c
 
 
 def test_lists_are_project_scoped(client: httpx.Client, b: httpx.Client) -> None:

@@ -94,6 +94,8 @@ class Upserts:
         options = {"slots": settings.upsert_slots, "max_batch": settings.upsert_max_batch}
         self.users = users.upsert_coalescer(pool, **options)
         self.organizations = organizations.upsert_coalescer(pool, **options)
+        self.keyed_users = users.keyed_upsert_coalescer(pool, **options)
+        self.keyed_organizations = organizations.keyed_upsert_coalescer(pool, **options)
 
 
 def settle_garbage_collector() -> None:

@@ -45,13 +45,15 @@ def json_response(text: str, status: int = 200) -> Response:
 )
 async def upsert_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertUser)
-    async def work(conn: AsyncConnection[Any]) -> Response:
-        return json_response(await users.upsert(conn, auth.project_id, body))
 
     async def together() -> Response:
         return json_response(await users.upsert_together(request.app.state.upserts.users, auth.project_id, body))
 
-    return await respond(request, auth.project_id, work, together)
+    async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
+        coalescer = request.app.state.upserts.keyed_users
+        return await users.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+
+    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
 
 
 @router.delete(
@@ -77,14 +79,16 @@ async def delete_user(request: Request) -> Response:
 )
 async def upsert_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
-    async def work(conn: AsyncConnection[Any]) -> Response:
-        return json_response(await organizations.upsert(conn, auth.project_id, body))
 
     async def together() -> Response:
         coalescer = request.app.state.upserts.organizations
         return json_response(await organizations.upsert_together(coalescer, auth.project_id, body))
 
-    return await respond(request, auth.project_id, work, together)
+    async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
+        coalescer = request.app.state.upserts.keyed_organizations
+        return await organizations.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+
+    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
 
 
 @router.delete(

@@ -27,6 +27,7 @@ _DIGEST = "lunogram.body_digest"
 
 Work = Callable[[AsyncConnection[Any]], Awaitable[Response]]
 Unkeyed = Callable[[], Awaitable[Response]]
+Keyed = Callable[[str, bytes], Awaitable[tuple[int, str | None]]]  # (key, request digest) -> (status, body)
 
 # Two statements: an INSERT in the same statement as the DELETE of an expired record still conflicts with it
 # (a statement does not see its own CTE's changes), and the expired key would answer as a stored one.
@@ -50,19 +51,36 @@ def remember_body(request: Request, raw: bytes) -> None:
         request.scope[_DIGEST] = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).digest()
 
 
-async def respond(request: Request, project_id: UUID, work: Work, unkeyed: Unkeyed | None = None) -> Response:
+async def respond(
+    request: Request,
+    project_id: UUID,
+    work: Work | None = None,
+    *,
+    unkeyed: Unkeyed | None = None,
+    keyed: Keyed | None = None,
+) -> Response:
     """Run a write (retried on collisions, db/retry.py) and answer it; honour an Idempotency-Key.
 
-    `unkeyed`, when given, answers a request without a key instead of `work` in a transaction of its own
-    (an upsert committed together with concurrent ones, db/coalesce.py).
+    Either `work`, run in a transaction of its own (with the key's record when there is a key), or
+    `unkeyed` and `keyed`, which answer in transactions they share with concurrent requests (upserts,
+    db/coalesce.py; `keyed` keeps the rules above in SQL: identity/sql/profile.sql).
     """
     pool = request.app.state.pool
     key = request.headers.get(HEADER)
     if key is None:
-        return await (unkeyed() if unkeyed is not None else run_write(pool, work))
+        if unkeyed is not None:
+            return await unkeyed()
+        assert work is not None
+        return await run_write(pool, work)
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
         raise ProblemError(400, f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} printable characters")
     digest: bytes = request.scope[_DIGEST]
+    if keyed is not None:
+        status, body = await keyed(key, digest)
+        if body is None:
+            raise ProblemError(409, f"Idempotency-Key: {key!r} was used with a different request")
+        return Response(body.encode(), status_code=status, media_type="application/json")
+    assert work is not None
 
     async def once(conn: AsyncConnection[Any]) -> Response:
         async with conn.transaction():

@@ -1,6 +1,7 @@
-"""What users and organizations share: upsert, delete and the admin read, each one named query.
+"""What users and organizations share: upsert (one SQL function call, committed together with concurrent
+ones: db/coalesce.py), delete and the admin read.
 
-Each kind keeps its own `sql/queries.sql` with the queries `upsert`, `delete`, `id_by_identifier` and
+Each kind keeps its own `sql/queries.sql` with the queries `delete`, `id_by_identifier` and
 `detail_by_id`; this class runs them the same way for both.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -23,19 +25,13 @@ class ProfileQueries:
     def __init__(self, package: str, entity: str) -> None:
         self.queries = load_queries(package)
         self.upsert_function = f"lunogram_upsert_{entity}"
+        self.keyed_upsert_function = f"lunogram_keyed_upsert_{entity}"
 
     @staticmethod
     def upsert_arguments(body: BaseModel) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """`body` is an Upsert* model: its `identifier`, and whichever other fields the caller sent."""
         fields = body.model_dump(exclude_unset=True, exclude={"identifier"})
         return normalize(body.identifier), fields  # type: ignore[attr-defined]
-
-    async def upsert(self, conn: AsyncConnection[Any], project_id: UUID, body: BaseModel) -> str:
-        """One upsert in the caller's transaction (an Idempotency-Key's record shares it)."""
-        identifiers, fields = self.upsert_arguments(body)
-        params = {"project_id": project_id, "identifiers": Jsonb(identifiers), "fields": Jsonb(fields)}
-        result: str = await fetch_scalar(conn, self.queries["upsert"], params)
-        return result
 
     def upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
         return Coalescer(
@@ -46,6 +42,25 @@ class ProfileQueries:
         """One upsert in its own commit, shared with concurrent ones (db/coalesce.py)."""
         identifiers, fields = self.upsert_arguments(body)
         return await coalescer.call(project_id, identifiers, fields)
+
+    def keyed_upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+        return Coalescer(
+            pool,
+            self.keyed_upsert_function,
+            ("uuid", "text", "text", "jsonb", "jsonb"),
+            slots=slots,
+            max_batch=max_batch,
+            order=lambda arguments: _lock_order([arguments[0], arguments[3], arguments[4]]),
+        )
+
+    async def keyed_upsert_together(
+        self, coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: BaseModel
+    ) -> tuple[int, str | None]:
+        """An upsert under an Idempotency-Key, committed with concurrent ones: (status, body); 409 and None
+        when the key was used with another request."""
+        identifiers, fields = self.upsert_arguments(body)
+        answer = orjson.loads(await coalescer.call(project_id, key, digest.hex(), identifiers, fields))
+        return int(answer["status"]), answer["body"]
 
     async def delete(self, conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
         params = {"project_id": project_id, "identifiers": Jsonb(normalize(identifiers))}

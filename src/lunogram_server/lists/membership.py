@@ -31,6 +31,13 @@ _COUNTS = sql.SQL(
     "SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER (WHERE change = 'exited') FROM recorded"
 )
 _ROWS = sql.SQL("SELECT user_id, change, at FROM recorded")
+_SCOPES = {  # (users, members) of a full recompute's chunk and of a re-evaluation
+    "recompute": (
+        sql.SQL("u.id >= %(low)s AND u.id < %(high)s"),
+        sql.SQL("m.user_id >= %(low)s AND m.user_id < %(high)s"),
+    ),
+    "reevaluate": (sql.SQL("u.id = ANY (%(user_ids)s::uuid[])"), sql.SQL("m.user_id = ANY (%(user_ids)s::uuid[])")),
+}
 MAX_DEPTH = 8  # lists referring to lists referring to lists…: re-evaluated up to this many rounds
 # a stored rule that no longer validates, values out of range: the rule's fault, not the caller's
 _RULE_FAILURES = (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
@@ -60,7 +67,9 @@ def _statement(name: str, list_id: UUID, version: int, rule: Any) -> sql.Compose
         if len(_compiled) > 10_000:
             _compiled.clear()
         predicate = compile_rule(_NODE.validate_python(rule))
-        statement = sql.SQL(Q[name]).format(predicate=predicate, result=_ROWS if rows else _COUNTS)
+        users, members = _SCOPES[name]
+        result = _ROWS if rows else _COUNTS
+        statement = sql.SQL(Q["evaluate"]).format(predicate=predicate, users=users, members=members, result=result)
         _compiled[key] = statement
     return statement
 

@@ -22,10 +22,6 @@ MEMBER_LIMIT = 1000
 RemoveOutcome = Literal["removed", "organization", "user", "membership"]
 
 
-async def upsert(conn: AsyncConnection[Any], project_id: UUID, body: UpsertOrganization) -> str:
-    return await _profiles.upsert(conn, project_id, body)
-
-
 def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
     return _profiles.upsert_coalescer(pool, slots=slots, max_batch=max_batch)
 
@@ -33,6 +29,17 @@ def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: i
 async def upsert_together(coalescer: Coalescer, project_id: UUID, body: UpsertOrganization) -> str:
     """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py)."""
     return await _profiles.upsert_together(coalescer, project_id, body)
+
+
+def keyed_upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+    return _profiles.keyed_upsert_coalescer(pool, slots=slots, max_batch=max_batch)
+
+
+async def keyed_upsert_together(
+    coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: UpsertOrganization
+) -> tuple[int, str | None]:
+    """An upsert under an Idempotency-Key, committed together with concurrent ones."""
+    return await _profiles.keyed_upsert_together(coalescer, project_id, key, digest, body)
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
     return await _profiles.delete(conn, project_id, identifiers)

@@ -20,10 +20,6 @@ from lunogram_server.users.models import UpsertUser
 _profiles = ProfileQueries("lunogram_server.users", "user")
 
 
-async def upsert(conn: AsyncConnection[Any], project_id: UUID, body: UpsertUser) -> str:
-    return await _profiles.upsert(conn, project_id, body)
-
-
 def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
     return _profiles.upsert_coalescer(pool, slots=slots, max_batch=max_batch)
 
@@ -31,6 +27,17 @@ def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: i
 async def upsert_together(coalescer: Coalescer, project_id: UUID, body: UpsertUser) -> str:
     """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py)."""
     return await _profiles.upsert_together(coalescer, project_id, body)
+
+
+def keyed_upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
+    return _profiles.keyed_upsert_coalescer(pool, slots=slots, max_batch=max_batch)
+
+
+async def keyed_upsert_together(
+    coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: UpsertUser
+) -> tuple[int, str | None]:
+    """An upsert under an Idempotency-Key, committed together with concurrent ones."""
+    return await _profiles.keyed_upsert_together(coalescer, project_id, key, digest, body)
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
     return await _profiles.delete(conn, project_id, identifiers)

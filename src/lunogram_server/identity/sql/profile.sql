@@ -77,3 +77,35 @@ BEGIN
     RETURN v_total;
 END
 $fn$;
+
+-- An upsert under an Idempotency-Key (http/idempotency.py has the rules), in one call so that keyed upserts
+-- can be committed together like the others (db/coalesce.py): the first call with a key upserts and stores
+-- its answer; a repeat gets the stored answer; another request under the key gets status 409. Returns
+-- an object with status and body (the profile JSON as text, or null for the 409).
+CREATE OR REPLACE FUNCTION lunogram_keyed_upsert_{entity}(
+    p_project uuid, p_key text, p_hash text, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_hash bytea := decode(p_hash, 'hex');
+    v_stored idempotency_keys%ROWTYPE;
+    v_body jsonb;
+BEGIN
+    DELETE FROM idempotency_keys
+    WHERE project_id = p_project AND key = p_key AND created_at < now() - interval '24 hours';
+    INSERT INTO idempotency_keys (project_id, key, request_hash, status, body)
+    VALUES (p_project, p_key, v_hash, 0, '')
+    ON CONFLICT (project_id, key) DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT * INTO v_stored FROM idempotency_keys WHERE project_id = p_project AND key = p_key;
+        IF v_stored.request_hash <> v_hash THEN
+            RETURN jsonb_build_object('status', 409, 'body', NULL);
+        END IF;
+        RETURN jsonb_build_object('status', v_stored.status, 'body', convert_from(v_stored.body, 'UTF8'));
+    END IF;
+    v_body := lunogram_upsert_{entity}(p_project, p_identifiers, p_fields);
+    UPDATE idempotency_keys SET status = 200, body = convert_to(v_body::text, 'UTF8'),
+                                content_type = 'application/json'
+    WHERE project_id = p_project AND key = p_key;
+    RETURN jsonb_build_object('status', 200, 'body', v_body::text);
+END
+$fn$;

@@ -1,4 +1,4 @@
--- Lists: called by the user upsert (identity/sql/profile.sql) when a profile changed. Installed at every migrate.
+-- Lists: functions the upsert (identity/sql/profile.sql) and list writes call. Installed at every migrate.
 
 -- Queue the user for re-evaluation, only when some rule list of the project looks at profiles.
 CREATE OR REPLACE FUNCTION lunogram_lists_user_changed(p_project uuid, p_user uuid) RETURNS void
@@ -7,4 +7,19 @@ LANGUAGE sql AS $fn$
     SELECT p_project, p_user
     WHERE EXISTS (SELECT 1 FROM lists WHERE project_id = p_project AND uses_profile)
     ON CONFLICT (user_id) DO NOTHING
+$fn$;
+
+-- Add users to a list (static lists: by hand, by import), recording each entry; how many entered.
+CREATE OR REPLACE FUNCTION lunogram_list_add(p_project uuid, p_list uuid, p_users uuid[]) RETURNS bigint
+LANGUAGE sql AS $fn$
+    WITH added AS (
+        INSERT INTO list_members (list_id, user_id, project_id)
+        SELECT p_list, u, p_project FROM unnest(p_users) AS u
+        ON CONFLICT DO NOTHING
+        RETURNING user_id
+    ), recorded AS (
+        INSERT INTO list_changes (project_id, list_id, user_id, change)
+        SELECT p_project, p_list, user_id, 'entered' FROM added
+    )
+    SELECT count(*) FROM added
 $fn$;

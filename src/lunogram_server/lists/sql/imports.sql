@@ -28,19 +28,9 @@ ORDER BY t.n;
 
 -- name: apply
 -- upsert each row's user (created if new, data merged) and add it to the list; entries recorded
-WITH targets AS (
-    SELECT DISTINCT (lunogram_upsert_user(%(project_id)s, t.identifiers, t.fields) ->> 'id')::uuid AS user_id
-    FROM jsonb_to_recordset(%(rows)s) AS t(identifiers jsonb, fields jsonb)
-), added AS (
-    INSERT INTO list_members (list_id, user_id, project_id)
-    SELECT %(list_id)s, user_id, %(project_id)s FROM targets
-    ON CONFLICT DO NOTHING
-    RETURNING user_id
-), recorded AS (
-    INSERT INTO list_changes (project_id, list_id, user_id, change)
-    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM added
-)
-SELECT count(*) FROM targets;
+SELECT lunogram_list_add(%(project_id)s, %(list_id)s, ARRAY(
+    SELECT DISTINCT (lunogram_upsert_user(%(project_id)s, t.identifiers, t.fields) ->> 'id')::uuid
+    FROM jsonb_to_recordset(%(rows)s) AS t(identifiers jsonb, fields jsonb)));
 
 -- name: progress
 UPDATE list_imports SET

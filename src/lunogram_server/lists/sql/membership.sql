@@ -47,11 +47,11 @@ ON CONFLICT (list_id) DO UPDATE SET done = excluded.done, total = excluded.total
 -- name: forget_progress
 DELETE FROM list_recompute_progress WHERE list_id = %(list_id)s;
 
--- name: recompute
--- one chunk of the project's users, ids in [low, high)
+-- name: evaluate
+-- members := the users in scope the predicate matches. {users} scopes `u`, {members} scopes `m`: a chunk
+-- of the project's users (ids in [low, high), full recompute) or the given users (re-evaluation).
 WITH matching AS MATERIALIZED (
-    SELECT u.id FROM users AS u
-    WHERE u.project_id = %(project_id)s AND u.id >= %(low)s AND u.id < %(high)s AND {predicate}
+    SELECT u.id FROM users AS u WHERE u.project_id = %(project_id)s AND {users} AND {predicate}
 ), entered AS (
     INSERT INTO list_members (list_id, user_id, project_id)
     SELECT %(list_id)s, id, %(project_id)s FROM matching
@@ -59,31 +59,7 @@ WITH matching AS MATERIALIZED (
     RETURNING user_id
 ), exited AS (
     DELETE FROM list_members AS m
-    WHERE m.list_id = %(list_id)s AND m.user_id >= %(low)s AND m.user_id < %(high)s
-      AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
-    RETURNING m.user_id
-), recorded AS (
-    INSERT INTO list_changes (project_id, list_id, user_id, change, at)
-    SELECT %(project_id)s, %(list_id)s, user_id, 'entered', %(now)s FROM entered
-    UNION ALL
-    SELECT %(project_id)s, %(list_id)s, user_id, 'exited', %(now)s FROM exited
-    RETURNING user_id, change, at
-)
-{result};
-
--- name: reevaluate
-WITH matching AS MATERIALIZED (
-    SELECT u.id FROM users AS u
-    WHERE u.id = ANY (%(user_ids)s::uuid[]) AND u.project_id = %(project_id)s AND {predicate}
-), entered AS (
-    INSERT INTO list_members (list_id, user_id, project_id)
-    SELECT %(list_id)s, id, %(project_id)s FROM matching
-    ON CONFLICT DO NOTHING
-    RETURNING user_id
-), exited AS (
-    DELETE FROM list_members AS m
-    WHERE m.list_id = %(list_id)s AND m.user_id = ANY (%(user_ids)s::uuid[])
-      AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
+    WHERE m.list_id = %(list_id)s AND {members} AND NOT EXISTS (SELECT 1 FROM matching AS x WHERE x.id = m.user_id)
     RETURNING m.user_id
 ), recorded AS (
     INSERT INTO list_changes (project_id, list_id, user_id, change, at)

@@ -70,20 +70,10 @@ FROM (SELECT * FROM list_members
 
 -- name: add_members
 -- resolve (creating users named for the first time: writes never drop data), then add; entries recorded
-WITH targets AS (
-    SELECT DISTINCT r.entity_id AS user_id
+SELECT lunogram_list_add(%(project_id)s, %(list_id)s, ARRAY(
+    SELECT DISTINCT r.entity_id
     FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
-         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, true) AS r
-), added AS (
-    INSERT INTO list_members (list_id, user_id, project_id)
-    SELECT %(list_id)s, user_id, %(project_id)s FROM targets
-    ON CONFLICT DO NOTHING
-    RETURNING user_id
-), recorded AS (
-    INSERT INTO list_changes (project_id, list_id, user_id, change)
-    SELECT %(project_id)s, %(list_id)s, user_id, 'entered' FROM added
-)
-SELECT count(*) FROM added;
+         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, true) AS r));
 
 -- name: remove_members
 WITH targets AS (

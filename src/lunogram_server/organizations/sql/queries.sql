@@ -1,6 +1,3 @@
--- name: upsert
-SELECT lunogram_upsert_organization(%(project_id)s, %(identifiers)s, %(fields)s)::text;
-
 -- name: delete
 SELECT lunogram_delete_organization(%(project_id)s, %(identifiers)s);
 

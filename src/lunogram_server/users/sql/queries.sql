@@ -1,6 +1,3 @@
--- name: upsert
-SELECT lunogram_upsert_user(%(project_id)s, %(identifiers)s, %(fields)s)::text;
-
 -- name: delete
 SELECT lunogram_delete_user(%(project_id)s, %(identifiers)s);
 
