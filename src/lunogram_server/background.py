@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import EventSubscriber, load_subscribers
+from lunogram_server.events.wakeup import Wakeups
 from lunogram_server.events.worker import EventWorker
 from lunogram_server.lists.membership import ListsSubscriber
 from lunogram_server.lists.recompute import recompute_loop
@@ -41,11 +42,14 @@ async def background(pool: AsyncConnectionPool[Any], settings: Settings) -> Asyn
     stop = asyncio.Event()
     loops: list[tuple[str, Coroutine[Any, Any, None]]] = []
     prefix = f"{socket.gethostname()}:{os.getpid()}"
-    if settings.role in ("all", "worker"):
+    if settings.role in ("all", "worker") and settings.events.worker_tasks:
         subscribers = event_subscribers(settings)
+        wakeups = Wakeups()
         for n in range(settings.events.worker_tasks):
-            worker = EventWorker(pool, settings.events, subscribers, f"{prefix}:{n}")
+            worker = EventWorker(pool, settings.events, subscribers, f"{prefix}:{n}", wakeups.waiter())
             loops.append((worker.name, worker.run(stop)))
+        assert isinstance(pool.conninfo, str)  # db/pool.py opens pools with a conninfo string
+        loops.append((f"{prefix}:wakeups", wakeups.listen(pool.conninfo, stop)))
     if settings.role in ("all", "scheduler"):
         for n in range(settings.schedules.scheduler_tasks):
             scheduler = Scheduler(

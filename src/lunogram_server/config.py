@@ -38,7 +38,7 @@ class EventSettings:
     max_attempts: int = 8
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 3600.0
-    poll_seconds: float = 0.1
+    poll_seconds: float = 1.0
     subscribers: str = ""
 
 
@@ -128,7 +128,7 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_EVENT_MAX_ATTEMPTS", "8", "tries before a failing event is parked as a dead letter"),
     ("LUNOGRAM_EVENT_RETRY_BASE_SECONDS", "1", "first retry delay of a failing event; doubles per try (jittered)"),
     ("LUNOGRAM_EVENT_RETRY_MAX_SECONDS", "3600", "longest retry delay"),
-    ("LUNOGRAM_EVENT_POLL_SECONDS", "0.1", "how often an idle worker looks for new events"),
+    ("LUNOGRAM_EVENT_POLL_SECONDS", "1", "how often an idle worker looks for due retries (arrivals wake it at once)"),
     ("LUNOGRAM_EVENT_SUBSCRIBERS", "unset", "`module:name,...` plugins called with every applied event batch"),
     ("LUNOGRAM_SCHEDULER_TASKS", "1", "scheduler tasks per process with the scheduler role (0: none)"),
     ("LUNOGRAM_SCHEDULER_BATCH_SIZE", "1000", "due schedules fired per transaction"),

@@ -11,7 +11,6 @@ at a time (a savepoint each), so a poison event is held back alone: it is retrie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -83,24 +82,38 @@ class EventWorker:
         config: EventSettings | None = None,
         subscribers: Sequence[EventSubscriber] = (),
         name: str | None = None,
+        wakeup: asyncio.Event | None = None,
     ) -> None:
         self.pool = pool
+        self.wakeup = wakeup  # set when events arrive (events/wakeup.py); without it, polling alone
         self.config = config or EventSettings()
         self.subscribers = list(subscribers)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._lost_races = 0  # consecutive batches rolled back by a transient error
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set; idle, look for due events every `poll_seconds`."""
+        """Work until `stop` is set; idle, wait for a wake-up (events arrived) or `poll_seconds` (retries
+        falling due, a lost wake-up)."""
         while not stop.is_set():
+            if self.wakeup is not None:
+                self.wakeup.clear()  # before looking: an arrival from now on wakes the next wait
             try:
                 handled = await self.run_once()
             except Exception:  # the database went away, say: log, wait, try again
                 log.exception("event batch failed", worker=self.name)
                 handled = 0
             if handled == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_seconds)
+                await self._idle(stop)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(stop.wait())]
+        if self.wakeup is not None:
+            waits.append(asyncio.ensure_future(self.wakeup.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def run_once(self) -> int:
         """Apply one batch; returns how many inbox events it handled (0: nothing was due, -1: try again)."""

@@ -1,0 +1,45 @@
+"""Wake-ups for idle event workers: one LISTEN connection per process turns PostgreSQL notifications
+(sent by a trigger on the inbox, migration 0011) into asyncio events, so a worker starts on a new event at
+once instead of at its next poll. Polling stays as the fallback (a lost connection only slows wake-ups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import psycopg
+import structlog
+
+log = structlog.get_logger("lunogram.events")
+CHANNEL = "lunogram_events"
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Event] = []
+
+    def waiter(self) -> asyncio.Event:
+        """An event set at every notification; its owner clears it before looking for work."""
+        event = asyncio.Event()
+        self._waiters.append(event)
+        return event
+
+    def wake_all(self) -> None:
+        for event in self._waiters:
+            event.set()
+
+    async def listen(self, conninfo: str, stop: asyncio.Event, retry_seconds: float = 1.0) -> None:
+        """Until `stop`: LISTEN and wake the waiters at each notification; reconnect after a failure."""
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.wake_all()  # whatever arrived while we were not listening
+                    while not stop.is_set():  # a second at a time, to notice `stop`
+                        async for _ in conn.notifies(timeout=1.0):
+                            self.wake_all()
+            except Exception:  # the database went away, say: workers still poll; listen again shortly
+                log.warning("event wake-ups interrupted; listening again", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_seconds)
