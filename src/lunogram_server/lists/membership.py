@@ -204,15 +204,15 @@ async def reevaluate(
 
 
 async def reevaluate_pending(conn: AsyncConnection[Any], limit: int = 1000) -> int:
-    """Users queued by profile changes and merges: every rule list of their project, for them (a merge moves
-    event history and memberships too, which event and list conditions look at)."""
+    """Users queued by profile changes (the profile-dependent lists) and merges (every rule list: a merge
+    moves event history and memberships too, which event and list conditions look at)."""
     async with conn.transaction():
         rows = await (await conn.execute(Q["claim_pending"], {"limit": limit})).fetchall()
-        by_project: dict[UUID, list[UUID]] = {}
-        for project_id, user_id in rows:
-            by_project.setdefault(project_id, []).append(user_id)
-        for project_id, users in by_project.items():
-            await reevaluate(conn, project_id, users, everything=True)
+        groups: dict[tuple[UUID, bool], list[UUID]] = {}
+        for project_id, user_id, everything in rows:
+            groups.setdefault((project_id, everything), []).append(user_id)
+        for (project_id, everything), users in groups.items():
+            await reevaluate(conn, project_id, users, profile=True, everything=everything)
     return len(rows)
 
 

@@ -9,6 +9,15 @@ LANGUAGE sql AS $fn$
     ON CONFLICT (user_id) DO NOTHING
 $fn$;
 
+-- Queue a merge's survivor for every rule list of the project (its history and memberships grew too).
+CREATE OR REPLACE FUNCTION lunogram_lists_user_merged(p_project uuid, p_user uuid) RETURNS void
+LANGUAGE sql AS $fn$
+    INSERT INTO list_pending_users (project_id, user_id, everything)
+    SELECT p_project, p_user, true
+    WHERE EXISTS (SELECT 1 FROM lists WHERE project_id = p_project AND kind = 'rule')
+    ON CONFLICT (user_id) DO UPDATE SET everything = true
+$fn$;
+
 -- Add users to a list (static lists: by hand, by import), recording each entry; how many entered.
 CREATE OR REPLACE FUNCTION lunogram_list_add(p_project uuid, p_list uuid, p_users uuid[]) RETURNS bigint
 LANGUAGE sql AS $fn$

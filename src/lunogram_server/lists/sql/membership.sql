@@ -88,4 +88,4 @@ ON CONFLICT (user_id) DO NOTHING;
 -- name: claim_pending
 DELETE FROM list_pending_users
 WHERE user_id IN (SELECT user_id FROM list_pending_users ORDER BY queued_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING project_id, user_id;
+RETURNING project_id, user_id, everything;

@@ -92,6 +92,7 @@ BEGIN
 
         DELETE FROM users WHERE id = v_loser.id;
     END LOOP;
+    PERFORM lunogram_lists_user_merged(p_project, p_survivor);
 END
 $fn$;
 
