@@ -20,7 +20,7 @@ from lunogram_server.db.coalesce import Coalescer
 from lunogram_server.users import service as users
 
 
-def project_of(db: psycopg.Connection[Any], client: httpx.Client) -> str:
+def project_of(client: httpx.Client) -> str:
     """The project the secret key belongs to (its first user tells)."""
     user = client.post("/client/users", json={"identifier": [ident(uid("probe"))]}).json()
     return str(user["project_id"])
@@ -42,7 +42,7 @@ def upsert_args(project: str, external_id: str, **fields: Any) -> tuple[Any, ...
 async def test_concurrent_calls_share_batches_and_each_gets_its_answer(
     coalescer: Coalescer, db: psycopg.Connection[Any], client: httpx.Client
 ) -> None:
-    project = project_of(db, client)
+    project = project_of(client)
     names = [uid("together") for _ in range(30)]
     answers = await asyncio.gather(*(coalescer.call(*upsert_args(project, n, data={"n": n})) for n in names))
     assert coalescer.calls == 30
@@ -58,7 +58,7 @@ async def test_concurrent_calls_share_batches_and_each_gets_its_answer(
 async def test_the_same_new_identifier_in_one_batch_makes_one_user_and_applies_calls_in_order(
     coalescer: Coalescer, db: psycopg.Connection[Any], client: httpx.Client
 ) -> None:
-    project = project_of(db, client)
+    project = project_of(client)
     name = uid("same")
     answers = await asyncio.gather(
         *(coalescer.call(*upsert_args(project, name, data={"last": n, f"k{n}": True})) for n in range(10))
@@ -74,7 +74,7 @@ async def test_the_same_new_identifier_in_one_batch_makes_one_user_and_applies_c
 async def test_a_failing_call_fails_alone(
     coalescer: Coalescer, db: psycopg.Connection[Any], client: httpx.Client
 ) -> None:
-    project = project_of(db, client)
+    project = project_of(client)
     names = [uid("fine") for _ in range(8)]
     calls = [coalescer.call(*upsert_args(project, n)) for n in names]
     calls.insert(4, coalescer.call(*upsert_args(str(uuid.uuid4()), uid("orphan"))))  # no such project

@@ -21,7 +21,17 @@ class RuleError(ValueError):
     """A rule that parses but cannot be saved (unknown list, a list referring to itself)."""
 
 
-async def _check_rule(conn: AsyncConnection[Any], project_id: UUID, rule: Node, own_id: UUID | None) -> None:
+_NO_RULE: dict[str, Any] = {
+    "rule": None,
+    "event_names": [],
+    "uses_time": False,
+    "uses_profile": False,
+    "referenced_lists": [],
+}
+
+
+async def _rule_params(conn: AsyncConnection[Any], project_id: UUID, rule: Node, own_id: UUID | None) -> dict[str, Any]:
+    """The columns a rule sets, once it is known to be savable (RuleError otherwise)."""
     try:
         referenced = check_tree(rule)
     except ValueError as exc:
@@ -33,29 +43,23 @@ async def _check_rule(conn: AsyncConnection[Any], project_id: UUID, rule: Node, 
         known = {row[0] for row in await cursor.fetchall()}
         for missing in (r for r in referenced if r not in known):
             raise RuleError(f"rule: list {missing} does not exist in this project")
-
-
-def _rule_params(rule: Node | None) -> dict[str, Any]:
-    if rule is None:
-        return {"rule": None, "event_names": [], "uses_time": False, "uses_profile": False, "referenced_lists": []}
     return {
         "rule": Jsonb(rule.model_dump(mode="json", exclude_none=True)),
         "event_names": sorted(event_names(rule)),
         "uses_time": uses_time(rule),
         "uses_profile": uses_profile(rule),
-        "referenced_lists": check_tree(rule),
+        "referenced_lists": referenced,
     }
 
 
 async def create(conn: AsyncConnection[Any], project_id: UUID, body: CreateList) -> str:
     """The new list's JSON; a rule list starts `recomputing` (the recomputer fills it)."""
-    if body.rule is not None:
-        await _check_rule(conn, project_id, body.rule, None)
+    rule = _NO_RULE if body.rule is None else await _rule_params(conn, project_id, body.rule, None)
     params = {
         "project_id": project_id,
         "name": body.name,
         "kind": "static" if body.rule is None else "rule",
-        **_rule_params(body.rule),
+        **rule,
     }
     list_id = await fetch_scalar(conn, Q["create"], params)
     return str(await detail(conn, project_id, list_id))
@@ -72,16 +76,17 @@ async def update(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, bo
         kind = await kind_of(conn, project_id, list_id)
         if kind is None:
             return None
+        rule = _NO_RULE
         if body.rule is not None:
             if kind == "static":
                 raise RuleError("rule: a static list has no rule (create a rule list instead)")
-            await _check_rule(conn, project_id, body.rule, list_id)
+            rule = await _rule_params(conn, project_id, body.rule, list_id)
         params = {
             "project_id": project_id,
             "list_id": list_id,
             "name": body.name,
             "rule_given": body.rule is not None,
-            **_rule_params(body.rule),
+            **rule,
         }
         await conn.execute(Q["update"], params)
         return await detail(conn, project_id, list_id)

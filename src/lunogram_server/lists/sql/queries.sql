@@ -89,8 +89,3 @@ WITH targets AS (
     SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM removed
 )
 SELECT count(*) FROM removed;
-
--- name: changes
-SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', c.user_id, 'change', c.change, 'at', c.at) ORDER BY c.id), '[]'::jsonb)::text
-FROM (SELECT * FROM list_changes WHERE list_id = %(list_id)s AND project_id = %(project_id)s
-      ORDER BY id DESC LIMIT %(limit)s) AS c;
