@@ -1,6 +1,7 @@
 """Single-user upsert throughput and latency with N concurrent clients on loopback.
 
     .venv/bin/python bench/upsert.py [--clients 16] [--duration 10] [--new-ratio 0.5] [--workers 2] [--pool 4]
+        [--keyed] [--role api] [--server-env LUNOGRAM_UPSERT_SLOTS=1 ...]
 
 Starts its own server on a fresh embedded PostgreSQL (or uses LUNOGRAM_BENCH_URL + LUNOGRAM_BENCH_KEY).
 Half the upserts create a user, half update one (identifier already known, data merged), by default.
@@ -29,6 +30,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server's `serve --workers` (2 cores: 2)")
     parser.add_argument("--keyed", action="store_true", help="send an Idempotency-Key with each (as the Python SDK)")
     parser.add_argument("--role", default="all", help="server's LUNOGRAM_ROLE (`api`: no background loops)")
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE", help="another server setting (repeatable)"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
 
@@ -49,6 +53,7 @@ def main() -> None:
     env = {"LUNOGRAM_WORKERS": str(args.workers), "LUNOGRAM_POOL_MAX_SIZE": str(args.pool)}
     if args.role != "all":
         env["LUNOGRAM_ROLE"] = args.role
+    env.update(setting.split("=", 1) for setting in args.server_env)
     print(f"before: {load_average()}")
     with bench_server(env) as server:
         meter = CpuMeter({**server.pids, "bench client": os.getpid()})

@@ -31,6 +31,7 @@ from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres
 from lunogram_server.db.migrate import migrate
+from lunogram_server.http.protocol import OneWriteHttpToolsProtocol
 from lunogram_server.projects.service import Bootstrap, bootstrap
 
 log = structlog.get_logger("lunogram.server")
@@ -120,18 +121,19 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+_UVICORN_OPTIONS: dict[str, Any] = {
+    "http": OneWriteHttpToolsProtocol,
+    "log_level": "warning",
+    "access_log": False,
+    "lifespan": "on",
+    "server_header": False,
+    "timeout_graceful_shutdown": 10,
+}
+
+
 async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
     app = build_app(settings, conninfo)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
     server = _Server(config)
 
     async def announce() -> None:
@@ -168,11 +170,7 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=10,
+        **_UVICORN_OPTIONS,
     )
     _refuse_a_port_in_use(settings.host, settings.port)
     sockets = [_reuse_port_socket(settings.host, settings.port) for _ in range(settings.workers)]

@@ -5,9 +5,10 @@ driver's per-statement overhead cost as much again. Under load, requests that ar
 flight are taken together by the next one: each caller still gets its own answer, only after the commit
 (accepted means durable). At low load a batch is a single call, so latency does not wait for company.
 
-A batch runs its items in order, one function call each, inside one statement. If the batch fails for a
-reason other than a collision (which db/retry.py retries whole), every item is run again alone, so one bad
-item fails alone and the others still succeed.
+A batch is one statement: either a SQL function that takes the whole batch (identity/sql/batch.sql does
+the common upserts set-wise) or `per_item(function)`, one call of a one-item function per item. If the batch
+fails for a reason other than a collision (which db/retry.py retries whole), every item is run again alone,
+so one bad item fails alone and the others still succeed.
 """
 
 from __future__ import annotations
@@ -26,20 +27,36 @@ from lunogram_server.db.retry import COLLISIONS, run_write
 _Pending = tuple[list[Any], "asyncio.Future[str]"]
 
 
-class Coalescer:
-    """Runs `SELECT fn(args…)::text` for many callers at once.
+def per_item(function: str, casts: Sequence[str]) -> str:
+    """A batch statement calling `function(args…)::text` once per item, in item order. `casts` is the SQL
+    type of each argument: items travel as one JSON array of argument arrays, unpacked in SQL."""
+    arguments = ", ".join(
+        f"(t.item ->> {n})::{cast}" if cast != "jsonb" else f"t.item -> {n}" for n, cast in enumerate(casts)
+    )
+    return (
+        f"SELECT {function}({arguments})::text FROM jsonb_array_elements(%s) WITH ORDINALITY AS t(item, n) "
+        "ORDER BY t.n"
+    )
 
-    `function` is a SQL function name, `casts` the SQL type of each argument (items travel as one JSON
-    array of argument arrays, unpacked in SQL). At most `slots` batches run at once per Coalescer; a batch
-    takes at most `max_batch` items. `order` sorts a batch (stably: calls with equal keys keep their order)
-    so that concurrent batches take their row locks in one order and do not deadlock each other.
+
+def whole_batch(function: str) -> str:
+    """A batch statement handing the whole batch (a JSON array of argument arrays) to a set-returning
+    `function` that answers each item, as text, in item order."""
+    return f"SELECT * FROM {function}(%s)"
+
+
+class Coalescer:
+    """Runs `batch_sql` (see `per_item` and `whole_batch`) for many callers at once.
+
+    At most `slots` batches run at once per Coalescer; a batch takes at most `max_batch` items. `order`
+    sorts a batch (stably: calls with equal keys keep their order) so that concurrent batches take their
+    row locks in one order and do not deadlock each other.
     """
 
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        function: str,
-        casts: Sequence[str],
+        batch_sql: str,
         *,
         slots: int,
         max_batch: int,
@@ -47,28 +64,26 @@ class Coalescer:
     ) -> None:
         self.pool = pool
         self.order = order
-        arguments = ", ".join(
-            f"(t.item ->> {n})::{cast}" if cast != "jsonb" else f"t.item -> {n}" for n, cast in enumerate(casts)
-        )
-        self.batch_sql = (
-            f"SELECT {function}({arguments})::text FROM jsonb_array_elements(%s) WITH ORDINALITY AS t(item, n) "
-            "ORDER BY t.n"
-        )
+        self.batch_sql = batch_sql
         self.slots = slots
         self.max_batch = max_batch
         self._queue: list[_Pending] = []
         self._running = 0
+        self._draining: set[asyncio.Task[None]] = set()
         self.calls = 0  # how many calls and batches so far: calls / batches is the coalescing achieved
         self.batches = 0
 
     async def call(self, *arguments: Any) -> str:
-        """The function's result for these arguments (JSON-serialisable: str, UUID, dict, list…)."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        """The answer for these arguments (JSON-serialisable: str, UUID, dict, list…)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
         self.calls += 1
         self._queue.append((list(arguments), future))
         if self._running < self.slots:
             self._running += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            task = loop.create_task(self._drain())
+            self._draining.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._draining.discard)
         return await future
 
     async def _drain(self) -> None:

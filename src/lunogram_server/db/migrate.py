@@ -26,6 +26,7 @@ _IDENTITY_KINDS = [
         "columns": "email, phone, timezone, locale, data, version, updated_at",
         "settable": "email, phone, timezone, locale, data",
         "on_change": "PERFORM lunogram_lists_user_changed(p_project, v_id)",
+        "on_change_many": "PERFORM lunogram_lists_users_changed(v_changed_projects, v_changed)",
     },
     {
         "entity": "organization",
@@ -35,6 +36,7 @@ _IDENTITY_KINDS = [
         "columns": "name, data, version, updated_at",
         "settable": "name, data",
         "on_change": "NULL",
+        "on_change_many": "NULL",
     },
 ]
 # Routines in install order; each file is CREATE OR REPLACE only.
@@ -59,7 +61,7 @@ def migration_files() -> list[tuple[int, str, str]]:
 def _routines() -> list[sql.Composed | sql.SQL]:
     rendered: list[sql.Composed | sql.SQL] = [
         sql.SQL(read_sql("lunogram_server.identity", template)).format(**{k: sql.SQL(v) for k, v in kind.items()})
-        for template in ("resolve.sql", "profile.sql")
+        for template in ("resolve.sql", "profile.sql", "batch.sql")
         for kind in _IDENTITY_KINDS
     ]
     rendered += [sql.SQL(read_sql(package, name)) for package, name in _ROUTINES]

@@ -65,8 +65,7 @@ class FastLane:
         except Exception as exc:
             response = await self._handle(request, exc)
         await response(scope, receive, send)
-        self.metrics.requests.labels(scope["method"], template, str(response.status_code)).inc()
-        self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
+        self.metrics.record(scope["method"], template, response.status_code, time.perf_counter() - start)
 
     async def _handle(self, request: Request, exc: Exception) -> Response:
         """The app's own handler for the exception's nearest class (problems.install_handlers)."""

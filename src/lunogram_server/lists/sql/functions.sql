@@ -1,12 +1,19 @@
 -- Lists: functions the upsert (identity/sql/profile.sql) and list writes call. Installed at every migrate.
 
--- Queue the user for re-evaluation, only when some rule list of the project looks at profiles.
-CREATE OR REPLACE FUNCTION lunogram_lists_user_changed(p_project uuid, p_user uuid) RETURNS void
+-- Queue users (p_users[i] of project p_projects[i]) for re-evaluation, only those of projects where some
+-- rule list looks at profiles.
+CREATE OR REPLACE FUNCTION lunogram_lists_users_changed(p_projects uuid[], p_users uuid[]) RETURNS void
 LANGUAGE sql AS $fn$
     INSERT INTO list_pending_users (project_id, user_id)
-    SELECT p_project, p_user
-    WHERE EXISTS (SELECT 1 FROM lists WHERE project_id = p_project AND uses_profile)
+    SELECT c.project_id, c.user_id
+    FROM unnest(p_projects, p_users) AS c(project_id, user_id)
+    WHERE EXISTS (SELECT 1 FROM lists WHERE project_id = c.project_id AND uses_profile)
     ON CONFLICT (user_id) DO NOTHING
+$fn$;
+
+CREATE OR REPLACE FUNCTION lunogram_lists_user_changed(p_project uuid, p_user uuid) RETURNS void
+LANGUAGE sql AS $fn$
+    SELECT lunogram_lists_users_changed(ARRAY[p_project], ARRAY[p_user])
 $fn$;
 
 -- Queue a merge's survivor for every rule list of the project (its history and memberships grew too).
