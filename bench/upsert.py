@@ -7,7 +7,7 @@ Starts its own server on a fresh embedded PostgreSQL (or uses LUNOGRAM_BENCH_URL
 Half the upserts create a user, half update one (identifier already known, data merged), by default.
 Target (issue 3): >= 3,000 upserts/s with p99 < 20 ms on 2 cores. Concurrent upserts in one server process
 share commits (db/coalesce.py), so throughput grows with clients until the cores are full: 8 clients leave
-the cores partly idle, 32 fill them (the README figures: 8, 16 and 32).
+the cores partly idle, 32 fill them (docs/performance.md has figures for 8, 16 and 32).
 """
 
 from __future__ import annotations
