@@ -190,3 +190,48 @@ def test_distinct_identifiers_give_what_one_by_one_gives(
             assert [i["external_id"] for i in answer["identifier"]] == [
                 i["external_id"] for i in expected["identifier"]
             ]
+
+
+def keyed_batch(db: psycopg.Connection[Any], items: list[list[Any]]) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT * FROM lunogram_keyed_upsert_users(%s)", (Jsonb(items),)).fetchall()
+    return [orjson.loads(row[0]) for row in rows]
+
+
+def keyed(project: str, key: str, digest: str, external_id: str, **fields: Any) -> list[Any]:
+    return [project, key, digest, [{"source": "default", "external_id": external_id}], fields]
+
+
+def test_keyed_batches_follow_the_idempotency_rules(db: psycopg.Connection[Any]) -> None:
+    project = new_project(db)
+    seen, old, expired = uid("seen"), uid("old"), uid("expired")
+    first = keyed_batch(db, [keyed(project, "k-old", "aa", old, data={"n": 1})])
+    assert first[0]["status"] == 200
+    keyed_batch(db, [keyed(project, "k-expired", "cc", expired, data={"n": 1})])
+    db.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE project_id = %s AND key = %s",
+        (project, "k-expired"),
+    )
+    answers = keyed_batch(
+        db,
+        [
+            keyed(project, "k-new", "bb", seen, data={"n": 1}),  # claims its key
+            keyed(project, "k-new", "bb", seen, data={"n": 1}),  # a retry in the same batch: the same answer
+            keyed(project, "k-new", "ff", seen, data={"n": 2}),  # another request under the key: 409
+            keyed(project, "k-old", "aa", old, data={"n": 1}),  # a retry of an earlier batch: the stored answer
+            keyed(project, "k-expired", "dd", expired, data={"n": 2}),  # an expired key: a new request
+        ],
+    )
+    assert [a["status"] for a in answers] == [200, 200, 409, 200, 200]
+    assert answers[1]["body"] == answers[0]["body"]
+    assert orjson.loads(answers[0]["body"])["version"] == 1
+    assert answers[3]["body"] == first[0]["body"]
+    assert orjson.loads(answers[4]["body"])["data"] == {"n": 2}
+    assert user_by(db, project, seen)["version"] == 1
+    assert user_by(db, project, old)["version"] == 1
+    stored = db.execute(
+        "SELECT status, convert_from(body, 'UTF8') FROM idempotency_keys WHERE project_id = %s AND key = 'k-new'",
+        (project,),
+    ).fetchone()
+    assert stored is not None
+    assert stored[0] == 200
+    assert orjson.loads(stored[1]) == orjson.loads(answers[0]["body"])

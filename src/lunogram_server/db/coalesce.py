@@ -5,16 +5,15 @@ driver's per-statement overhead cost as much again. Under load, requests that ar
 flight are taken together by the next one: each caller still gets its own answer, only after the commit
 (accepted means durable). At low load a batch is a single call, so latency does not wait for company.
 
-A batch is one statement: either a SQL function that takes the whole batch (identity/sql/batch.sql does
-the common upserts set-wise) or `per_item(function)`, one call of a one-item function per item. If the batch
-fails for a reason other than a collision (which db/retry.py retries whole), every item is run again alone,
-so one bad item fails alone and the others still succeed.
+A batch is one statement calling a set-returning SQL function with the whole batch (identity/sql/batch.sql
+does upserts set-wise). If the batch fails for a reason other than a collision (which db/retry.py retries
+whole), every item is run again alone, so one bad item fails alone and the others still succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,26 +26,9 @@ from lunogram_server.db.retry import COLLISIONS, run_write
 _Pending = tuple[list[Any], "asyncio.Future[str]"]
 
 
-def per_item(function: str, casts: Sequence[str]) -> str:
-    """A batch statement calling `function(args…)::text` once per item, in item order. `casts` is the SQL
-    type of each argument: items travel as one JSON array of argument arrays, unpacked in SQL."""
-    arguments = ", ".join(
-        f"(t.item ->> {n})::{cast}" if cast != "jsonb" else f"t.item -> {n}" for n, cast in enumerate(casts)
-    )
-    return (
-        f"SELECT {function}({arguments})::text FROM jsonb_array_elements(%s) WITH ORDINALITY AS t(item, n) "
-        "ORDER BY t.n"
-    )
-
-
-def whole_batch(function: str) -> str:
-    """A batch statement handing the whole batch (a JSON array of argument arrays) to a set-returning
-    `function` that answers each item, as text, in item order."""
-    return f"SELECT * FROM {function}(%s)"
-
-
 class Coalescer:
-    """Runs `batch_sql` (see `per_item` and `whole_batch`) for many callers at once.
+    """Calls `function` with the items of many callers at once: a JSON array of each call's arguments; the
+    function returns one text row per item, the answer, in item order.
 
     At most `slots` batches run at once per Coalescer; a batch takes at most `max_batch` items. `order`
     sorts a batch (stably: calls with equal keys keep their order) so that concurrent batches take their
@@ -56,7 +38,7 @@ class Coalescer:
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        batch_sql: str,
+        function: str,
         *,
         slots: int,
         max_batch: int,
@@ -64,7 +46,7 @@ class Coalescer:
     ) -> None:
         self.pool = pool
         self.order = order
-        self.batch_sql = batch_sql
+        self.batch_sql = f"SELECT * FROM {function}(%s)"
         self.slots = slots
         self.max_batch = max_batch
         self._queue: list[_Pending] = []

@@ -17,15 +17,15 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from lunogram_server.db import fetch_scalar, load_queries
-from lunogram_server.db.coalesce import Coalescer, per_item, whole_batch
+from lunogram_server.db.coalesce import Coalescer
 from lunogram_server.identity.models import ExternalID, normalize
 
 
 class ProfileQueries:
     def __init__(self, package: str, entity: str) -> None:
         self.queries = load_queries(package)
-        self.upsert_sql = whole_batch(f"lunogram_upsert_{entity}s")  # identity/sql/batch.sql
-        self.keyed_upsert_sql = per_item(f"lunogram_keyed_upsert_{entity}", ("uuid", "text", "text", "jsonb", "jsonb"))
+        self.upsert_function = f"lunogram_upsert_{entity}s"  # identity/sql/batch.sql
+        self.keyed_upsert_function = f"lunogram_keyed_upsert_{entity}s"
 
     @staticmethod
     def upsert_arguments(body: BaseModel) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -34,7 +34,7 @@ class ProfileQueries:
         return normalize(body.identifier), fields  # type: ignore[attr-defined]
 
     def upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
-        return Coalescer(pool, self.upsert_sql, slots=slots, max_batch=max_batch, order=_lock_order)
+        return Coalescer(pool, self.upsert_function, slots=slots, max_batch=max_batch, order=_lock_order)
 
     async def upsert_together(self, coalescer: Coalescer, project_id: UUID, body: BaseModel) -> str:
         """One upsert in its own commit, shared with concurrent ones (db/coalesce.py)."""
@@ -44,7 +44,7 @@ class ProfileQueries:
     def keyed_upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
         return Coalescer(
             pool,
-            self.keyed_upsert_sql,
+            self.keyed_upsert_function,
             slots=slots,
             max_batch=max_batch,
             order=lambda arguments: _lock_order([arguments[0], arguments[3], arguments[4]]),

@@ -147,3 +147,69 @@ BEGIN
     RETURN QUERY SELECT a.body FROM unnest(v_answers) WITH ORDINALITY AS a(body, n) ORDER BY a.n;
 END
 $fn$;
+
+-- Keyed upserts in one call (the Python SDK sends an Idempotency-Key with each). p_items is a JSON array of
+-- [project, key, request hash (hex), identifiers, fields]; each answer is what lunogram_keyed_upsert_{entity}
+-- would answer (http/idempotency.py has the rules). The first item under each key claims it if the key is
+-- free; the claimed items are upserted together by lunogram_upsert_{entities} and their answers stored, in
+-- this transaction. Every other item (a key seen before, maybe expired, or used twice in this batch) then
+-- goes one by one through lunogram_keyed_upsert_{entity}: the stored answer, 409, or a fresh upsert.
+-- Joins only as index probes (the SET below): the keys table is large, and a new database's statistics say
+-- it is empty.
+CREATE OR REPLACE FUNCTION lunogram_keyed_upsert_{entities}(p_items jsonb)
+RETURNS SETOF text LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
+SET enable_mergejoin = off AS $fn$
+DECLARE
+    v_claimed bigint[];
+    v_bodies text[];
+    v_answers text[] := array_fill(NULL::text, ARRAY[jsonb_array_length(p_items)]);
+    v_item record;
+BEGIN
+    WITH firsts AS (
+        SELECT DISTINCT ON (project, key) t.n, (t.item ->> 0)::uuid AS project, t.item ->> 1 AS key,
+               decode(t.item ->> 2, 'hex') AS hash
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(item, n)
+        ORDER BY project, key, t.n
+    ), claimed AS (
+        INSERT INTO idempotency_keys (project_id, key, request_hash, status, body)
+        SELECT f.project, f.key, f.hash, 0, '' FROM firsts AS f
+        ON CONFLICT (project_id, key) DO NOTHING
+        RETURNING project_id, key
+    )
+    SELECT array_agg(f.n ORDER BY f.n) INTO v_claimed
+    FROM firsts AS f JOIN claimed AS c ON c.project_id = f.project AND c.key = f.key;
+    v_claimed := coalesce(v_claimed, ARRAY[]::bigint[]);
+
+    IF cardinality(v_claimed) > 0 THEN
+        v_bodies := ARRAY(
+            SELECT r.body
+            FROM lunogram_upsert_{entities}((
+                     SELECT jsonb_agg(jsonb_build_array(t.item -> 0, t.item -> 3, t.item -> 4) ORDER BY t.n)
+                     FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(item, n)
+                     WHERE t.n = ANY (v_claimed))) WITH ORDINALITY AS r(body, k)
+            ORDER BY r.k);
+        UPDATE idempotency_keys AS k
+        SET status = 200, body = convert_to(b.body, 'UTF8'), content_type = 'application/json'
+        FROM (
+            SELECT (t.item ->> 0)::uuid AS project, t.item ->> 1 AS key, c.body
+            FROM unnest(v_claimed, v_bodies) AS c(n, body),
+                 LATERAL (SELECT p_items -> (c.n::integer - 1) AS item) AS t
+        ) AS b
+        WHERE k.project_id = b.project AND k.key = b.key;
+        FOR v_item IN SELECT c.n, c.body FROM unnest(v_claimed, v_bodies) AS c(n, body) LOOP
+            v_answers[v_item.n] := jsonb_build_object('status', 200, 'body', v_item.body)::text;
+        END LOOP;
+    END IF;
+
+    FOR v_item IN
+        SELECT t.n, t.item FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(item, n)
+        WHERE t.n <> ALL (v_claimed)
+        ORDER BY t.n
+    LOOP
+        v_answers[v_item.n] := lunogram_keyed_upsert_{entity}(
+            (v_item.item ->> 0)::uuid, v_item.item ->> 1, v_item.item ->> 2, v_item.item -> 3, v_item.item -> 4)::text;
+    END LOOP;
+    RETURN QUERY SELECT a.body FROM unnest(v_answers) WITH ORDINALITY AS a(body, n) ORDER BY a.n;
+END
+$fn$;
