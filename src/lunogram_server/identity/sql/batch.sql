@@ -82,6 +82,8 @@ BEGIN
 
     -- No one yet: the first item naming each such identifier creates its profile, under the identifier's
     -- advisory lock (taken for the whole batch in one order), if the identifier still names no one then.
+    -- Checked before the locks too, so that no identifier of a profile locked above is advisory-locked
+    -- after its row (a resolution takes them the other way round: that order would deadlock).
     SELECT array_agg(f.n) INTO v_fresh
     FROM (
         SELECT DISTINCT ON (s.project, s.source, s.external_id) s.*
