@@ -40,9 +40,7 @@ def server_factory(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     started: list[Server] = []
 
     def make(database_url: str | None = None, extra_env: dict[str, str] | None = None, start: bool = True) -> Server:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("LUNOGRAM_") and k != "DATABASE_URL"
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LUNOGRAM_") and k != "DATABASE_URL"}
         env.update(
             DATABASE_URL=database_url or pg.new_database(),
             LUNOGRAM_BOOTSTRAP_PUBLIC_KEY=PUBLIC_KEY,

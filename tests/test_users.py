@@ -71,4 +71,3 @@ def test_delete_user_then_404(client: httpx.Client) -> None:
     again = client.request("DELETE", "/client/users", json={"identifier": [ident(ext)]})
     assert again.status_code == 404
     assert again.json()["title"] == "resource not found"
-

@@ -129,9 +129,7 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
     """The schema FastAPI makes, less the 422 it documents for routes with inputs (ours answer 400 problem
     JSON), plus the request bodies the Client API routes parse themselves."""
     if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)

@@ -203,8 +203,14 @@ def keys_list(
     for row in _with_db(_settings(data_dir, database_url), work):
         revoked = row["revoked_at"].isoformat() if row["revoked_at"] else ""
         table.add_row(
-            str(row["id"]), row["project"], row["kind"], row["key_prefix"], ",".join(row["allow"]),
-            row["name"], row["created_at"].isoformat(), revoked,
+            str(row["id"]),
+            row["project"],
+            row["kind"],
+            row["key_prefix"],
+            ",".join(row["allow"]),
+            row["name"],
+            row["created_at"].isoformat(),
+            revoked,
         )
     _print_table(table)
 

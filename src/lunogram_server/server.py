@@ -98,7 +98,7 @@ def banner(settings: Settings, boot: Bootstrap | None, out: TextIO) -> None:
         "",
         "  Try it:",
         f"    curl -s {settings.base_url}/client/users -H 'Authorization: Bearer <secret key>' \\",
-        "      -H 'Content-Type: application/json' -d '{\"identifier\":[{\"external_id\":\"user_123\"}]}'",
+        '      -H \'Content-Type: application/json\' -d \'{"identifier":[{"external_id":"user_123"}]}\'',
         "",
     ]
     out.write("\n".join(lines) + "\n")

@@ -59,11 +59,16 @@ def test_users_every_call(sdk: lunogram.Client) -> None:
     assert again.data["plan"] == "pro"
     assert again.data["firstName"] == "Ada"
 
-    assert sdk.users.events.post([
-        {"name": "order.completed", "identifier": external, "data": {"orderId": "o1", "total": 9.5}},
-        {"name": "page.viewed", "identifier": ExternalID(posthog, "posthog"), "data": {}},
-        {"name": "plan.feature.released", "match": {"plan": f"none-{uid()}"}, "data": {"feature": "x"}},
-    ]) is None
+    assert (
+        sdk.users.events.post(
+            [
+                {"name": "order.completed", "identifier": external, "data": {"orderId": "o1", "total": 9.5}},
+                {"name": "page.viewed", "identifier": ExternalID(posthog, "posthog"), "data": {}},
+                {"name": "plan.feature.released", "match": {"plan": f"none-{uid()}"}, "data": {"feature": "x"}},
+            ]
+        )
+        is None
+    )
 
     first = datetime.now(UTC) + timedelta(days=1)
     accepted = sdk.users.schedules.upsert(
@@ -109,10 +114,15 @@ def test_organizations_every_call(sdk: lunogram.Client) -> None:
     assert renamed.data["seatCount"] == 5
 
     assert sdk.organizations.add_user(org, member, data={"role": "admin"}) is None
-    assert sdk.organizations.events.post([
-        {"name": "subscription.upgraded", "identifier": org, "data": {"from": "starter"}},
-        {"name": "compliance.update", "match": {"plan": f"none-{uid()}"}},
-    ]) is None
+    assert (
+        sdk.organizations.events.post(
+            [
+                {"name": "subscription.upgraded", "identifier": org, "data": {"from": "starter"}},
+                {"name": "compliance.update", "match": {"plan": f"none-{uid()}"}},
+            ]
+        )
+        is None
+    )
 
     accepted = sdk.organizations.schedules.upsert(
         [org], name="billing.reminder", start_at=datetime.now(UTC), interval="1 month", data={"n": 1}

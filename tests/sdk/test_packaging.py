@@ -51,7 +51,5 @@ def test_a_fresh_venv_runs_the_readme_quick_start(tmp_path: Path, server: Server
     # the README's key is a placeholder: the environment supplies the real key and the self-hosted base URL
     code = quick_start().replace('lunogram.Client("sk_your_secret_key")', "lunogram.Client()")
     env = {**os.environ, "LUNOGRAM_API_KEY": server.secret_key, "LUNOGRAM_BASE_URL": server.base_url}
-    done = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
-    )
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -85,9 +85,7 @@ def migrate(conninfo: str) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(text.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
-                    )
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(f"{version:04d}_{name}")
             with conn.transaction():
                 for routine in _routines():

@@ -71,4 +71,5 @@ async def enqueue(conn: AsyncConnection[Any], project_id: UUID, kind: Kind, even
     payload = orjson.dumps([_row(event) for event in events]).decode()
     await conn.execute(SHARED["enqueue"], {"project_id": project_id, "kind": kind, "events": payload})
 
+
 __all__ = ["BatchError", "ValidationError", "enqueue", "first_broadcast", "validate_batch"]

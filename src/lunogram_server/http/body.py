@@ -65,9 +65,7 @@ def parse_json(body: bytes, limits: Limits) -> Any:
     except orjson.JSONDecodeError as exc:
         raise ProblemError(400, f"body: is not valid JSON ({exc.msg} at position {exc.pos})") from None
     # fewer openers than the limit cannot nest deeper than it: skip the walk for small bodies
-    if body.count(b"{") + body.count(b"[") > limits.max_json_depth and json_depth_exceeds(
-        value, limits.max_json_depth
-    ):
+    if body.count(b"{") + body.count(b"[") > limits.max_json_depth and json_depth_exceeds(value, limits.max_json_depth):
         raise ProblemError(400, f"body: JSON nests deeper than {limits.max_json_depth} levels")
     if b"\\u0000" in body and contains_nul(value):
         raise ProblemError(400, "body: strings must not contain the NUL character (\\u0000)")

@@ -116,6 +116,7 @@ async def delete_organization(request: Request) -> Response:
 )
 async def add_member(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, AddMember)
+
     async def work(conn: AsyncConnection[Any]) -> Response:
         await organizations.add_member(conn, auth.project_id, body)
         return Response(status_code=200)
@@ -164,6 +165,7 @@ async def _accept_events(request: Request, kind: Kind) -> Response:
     broadcast = ingest.first_broadcast(batch)
     if broadcast is not None:
         forbid_unless(auth, Permission.BROADCAST, f"[{broadcast}].match")
+
     async def work(conn: AsyncConnection[Any]) -> Response:
         await ingest.enqueue(conn, auth.project_id, kind, batch)
         return Response(status_code=202)

@@ -74,4 +74,3 @@ class FastLane:
             if cls in handlers:
                 return await handlers[cls](request, exc)
         raise exc
-

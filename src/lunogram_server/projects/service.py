@@ -208,5 +208,3 @@ async def bootstrap(
 
 def describe(auth: ApiKeyAuth) -> str:
     return f"{auth.kind} key {auth.key_id} of project {auth.project_id}"
-
-

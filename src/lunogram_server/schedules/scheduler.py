@@ -66,9 +66,7 @@ class Scheduler:
                 return 0
             ids = [schedule_id for schedule_id, _, _ in due]
             await conn.execute(SHARED["fire"], {"ids": ids})
-            following = [
-                None if interval is None else _next(anchor, interval, now) for _, anchor, interval in due
-            ]
+            following = [None if interval is None else _next(anchor, interval, now) for _, anchor, interval in due]
             await conn.execute(SHARED["advance"], {"ids": ids, "next": following, "now": now})
         return len(due)
 

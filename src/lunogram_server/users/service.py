@@ -39,6 +39,7 @@ async def keyed_upsert_together(
     """An upsert under an Idempotency-Key, committed together with concurrent ones."""
     return await _profiles.keyed_upsert_together(coalescer, project_id, key, digest, body)
 
+
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
     return await _profiles.delete(conn, project_id, identifiers)
 
