@@ -42,7 +42,12 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await open_pool(conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+        pool = await open_pool(
+            conninfo,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            wait_seconds=settings.pool_timeout_seconds,
+        )
         app.state.pool = pool
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
         app.state.upserts = Upserts(pool, settings)

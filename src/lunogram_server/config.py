@@ -69,6 +69,7 @@ class Settings:
     workers: int = 1
     pool_min_size: int = 2
     pool_max_size: int = 20
+    pool_timeout_seconds: float = 5.0
     key_cache_seconds: float = 2.0
     upsert_slots: int = 2
     upsert_max_batch: int = 64
@@ -111,6 +112,11 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_WORKERS", "1", "HTTP processes sharing the port (`--workers`); about one per core"),
     ("LUNOGRAM_POOL_MIN_SIZE", "2", "database connections kept open"),
     ("LUNOGRAM_POOL_MAX_SIZE", "20", "database connections at most"),
+    (
+        "LUNOGRAM_POOL_TIMEOUT_SECONDS",
+        "5",
+        "longest wait for a free database connection, then 503 with Retry-After (1 s while the database is down)",
+    ),
     ("LUNOGRAM_KEY_CACHE_SECONDS", "2", "how long a verified API key is cached; a revocation takes this long"),
     ("LUNOGRAM_UPSERT_SLOTS", "2", "upsert transactions in flight per process; more concurrent upserts share them"),
     ("LUNOGRAM_UPSERT_MAX_BATCH", "64", "upserts committed together at most (1: each commits alone)"),
@@ -190,6 +196,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         workers=max(1, int(env.get("LUNOGRAM_WORKERS", base.workers))),
         pool_min_size=int(env.get("LUNOGRAM_POOL_MIN_SIZE", base.pool_min_size)),
         pool_max_size=int(env.get("LUNOGRAM_POOL_MAX_SIZE", base.pool_max_size)),
+        pool_timeout_seconds=max(0.1, float(env.get("LUNOGRAM_POOL_TIMEOUT_SECONDS", base.pool_timeout_seconds))),
         key_cache_seconds=float(env.get("LUNOGRAM_KEY_CACHE_SECONDS", base.key_cache_seconds)),
         upsert_slots=max(1, int(env.get("LUNOGRAM_UPSERT_SLOTS", base.upsert_slots))),
         upsert_max_batch=max(1, int(env.get("LUNOGRAM_UPSERT_MAX_BATCH", base.upsert_max_batch))),

@@ -11,6 +11,7 @@ import structlog
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from lunogram_server.db.outage import log_failure
 from lunogram_server.http.idempotency import PURGE
 
 log = structlog.get_logger("lunogram.maintenance")
@@ -29,8 +30,8 @@ async def periodically(
         try:
             async with pool.connection() as conn:
                 await work(conn)
-        except Exception:  # the database went away, say: the next round tries again
-            log.exception(f"{what} failed")
+        except Exception as exc:  # the database went away, say: the next round tries again
+            log_failure(log, f"{what} failed", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
 

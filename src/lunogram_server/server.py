@@ -29,7 +29,7 @@ from lunogram_server.app import build_app, settle_garbage_collector
 from lunogram_server.background import background, loop_count
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
-from lunogram_server.db.embedded import EmbeddedPostgres
+from lunogram_server.db.embedded import EmbeddedPostgres, Watchdog
 from lunogram_server.db.migrate import migrate
 from lunogram_server.http.protocol import OneWriteHttpToolsProtocol
 from lunogram_server.projects.service import Bootstrap, bootstrap
@@ -263,7 +263,9 @@ def _run_uvloop(coro: Any) -> None:
 
 async def _background_only(settings: Settings, conninfo: str) -> None:
     """`--role worker` / `--role scheduler`: those loops and no HTTP API, until SIGTERM or SIGINT."""
-    pool = await open_pool(conninfo, min_size=1, max_size=loop_count(settings) + 1)
+    pool = await open_pool(
+        conninfo, min_size=1, max_size=loop_count(settings) + 1, wait_seconds=settings.pool_timeout_seconds
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -296,8 +298,10 @@ def serve(settings: Settings) -> None:
     with data_dir_lock(settings.data_dir):
         embedded = EmbeddedPostgres(settings.pg_dir)
         conninfo, _ = embedded.start()
+        watchdog = Watchdog(embedded).start()  # this server owns the cluster: it comes back if it dies
         try:
             _serve_on(settings, conninfo)
         finally:
+            watchdog.stop()
             log.info("stopping embedded PostgreSQL", data_dir=str(settings.pg_dir))
             embedded.stop()

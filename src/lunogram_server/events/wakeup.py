@@ -11,6 +11,8 @@ import contextlib
 import psycopg
 import structlog
 
+from lunogram_server.db.outage import log_failure
+
 log = structlog.get_logger("lunogram.events")
 CHANNEL = "lunogram_events"
 
@@ -33,13 +35,13 @@ class Wakeups:
         """Until `stop`: LISTEN and wake the waiters at each notification; reconnect after a failure."""
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.wake_all()  # whatever arrived while we were not listening
                     while not stop.is_set():  # a second at a time, to notice `stop`
                         async for _ in conn.notifies(timeout=1.0):
                             self.wake_all()
-            except Exception:  # the database went away, say: workers still poll; listen again shortly
-                log.warning("event wake-ups interrupted; listening again", exc_info=True)
+            except Exception as exc:  # the database went away, say: workers still poll; listen again shortly
+                log_failure(log, "event wake-ups interrupted; listening again", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)

@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import EventSettings
+from lunogram_server.db.outage import database_unavailable, log_failure
 from lunogram_server.events.models import Kind, ProcessedEvent
 from lunogram_server.events.queries import BY_KIND, SHARED
 from lunogram_server.events.subscribers import EventSubscriber
@@ -36,6 +37,7 @@ _NO_CURSOR = UUID(int=0)
 # batch is simply tried again, and no event is charged an attempt for it.
 _TRANSIENT = (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation)
 _MAX_LOST_RACES = 5
+RETRY_SECONDS = 1.0  # after a failed batch (the database away), the next try comes at most this much later
 
 
 class _BatchFailed(Exception):
@@ -99,18 +101,21 @@ class EventWorker:
                 self.wakeup.clear()  # before looking: an arrival from now on wakes the next wait
             try:
                 handled = await self.run_once()
-            except Exception:  # the database went away, say: log, wait, try again
-                log.exception("event batch failed", worker=self.name)
-                handled = 0
+            except Exception as exc:  # the database went away, say: log, wait, try again
+                log_failure(log, "event batch failed", exc, worker=self.name)
+                # within a second: a wake-up sent while this batch was failing (the LISTEN connection is
+                # back before the pool, say) has been spent, and events may be waiting
+                await self._idle(stop, min(self.config.poll_seconds, RETRY_SECONDS))
+                continue
             if handled == 0:
-                await self._idle(stop)
+                await self._idle(stop, self.config.poll_seconds)
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
         waits = [asyncio.ensure_future(stop.wait())]
         if self.wakeup is not None:
             waits.append(asyncio.ensure_future(self.wakeup.wait()))
         try:
-            await asyncio.wait(waits, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiting in waits:
                 waiting.cancel()
@@ -156,6 +161,8 @@ class EventWorker:
                 except _TRANSIENT as exc:
                     raise _LostRace(partitions) from exc
                 except Exception as exc:
+                    if database_unavailable(exc):  # not the events' fault: the batch is simply claimed again
+                        raise
                     raise _BatchFailed(partitions) from exc
             else:
                 for row in rows:

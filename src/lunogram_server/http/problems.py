@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from lunogram_server.db.outage import RETRY_AFTER_SECONDS, Throttle, database_unavailable
 from lunogram_server.db.retry import COLLISIONS
 
 log = structlog.get_logger("lunogram.http")
@@ -135,6 +137,23 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+_unavailable_log = Throttle()
+
+UNAVAILABLE_DETAIL = (
+    "database: unavailable (restarting or unreachable); retry after Retry-After seconds. A write answered "
+    "503 may or may not have been stored: send it again, with an Idempotency-Key to make the retry safe"
+)
+
+
+def unavailable_response(request: Request, exc: Exception) -> Response:
+    """503 + Retry-After for a request the database could not serve (db/outage.py), logged a line at a time."""
+    quiet = _unavailable_log("unavailable")
+    if quiet is not None:
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        log.warning("database unavailable: answering 503", path=request.url.path, error=error, similar=quiet)
+    return problem_response(503, UNAVAILABLE_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -153,6 +172,12 @@ def install_handlers(app: FastAPI) -> None:
             detail = "this method is not allowed on this route"
             return problem_response(405, detail, headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
         return problem_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            return unavailable_response(request, exc)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from lunogram_server.db.outage import log_failure
 from lunogram_server.schedules.intervals import next_after, parse_interval
 from lunogram_server.schedules.service import SHARED
 
@@ -49,8 +50,8 @@ class Scheduler:
         while not stop.is_set():
             try:
                 fired = await self.run_once()
-            except Exception:  # the database went away, say: log, wait, try again
-                log.exception("schedule batch failed")
+            except Exception as exc:  # the database went away, say: log, wait, try again
+                log_failure(log, "schedule batch failed", exc)
                 fired = 0
             if fired < self.batch_size:
                 with contextlib.suppress(TimeoutError):
