@@ -13,6 +13,7 @@ import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -139,9 +140,9 @@ def allowed_methods(request: Request) -> str:
 
 _unavailable_log = Throttle()
 
-UNAVAILABLE_DETAIL = (
-    "database: unavailable (restarting or unreachable); retry after Retry-After seconds. A write answered "
-    "503 may or may not have been stored: send it again, with an Idempotency-Key to make the retry safe"
+_RETRY = (
+    "retry after Retry-After seconds. A write answered 503 may or may not have been stored: send it again, "
+    "with an Idempotency-Key to make the retry safe"
 )
 
 
@@ -151,7 +152,12 @@ def unavailable_response(request: Request, exc: Exception) -> Response:
     if quiet is not None:
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         log.warning("database unavailable: answering 503", path=request.url.path, error=error, similar=quiet)
-    return problem_response(503, UNAVAILABLE_DETAIL, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(exc, PoolTimeout):
+        why = "no database connection became free in time: the database is busy, restarting or unreachable"
+    else:
+        why = "the database connection failed: the database is restarting or unreachable"
+    detail = f"database: unavailable ({why}); {_RETRY}"
+    return problem_response(503, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def install_handlers(app: FastAPI) -> None:
