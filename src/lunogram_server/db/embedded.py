@@ -31,7 +31,10 @@ from pathlib import Path
 import psycopg
 import structlog
 
+from lunogram_server.db.outage import Throttle
+
 log = structlog.get_logger("lunogram.embedded")
+_not_yet = Throttle(seconds=5.0)
 
 PG_USER_WHEN_ROOT = "lunogram"
 DATABASE = "lunogram"
@@ -267,7 +270,8 @@ class Watchdog:
 
     def _run(self) -> None:
         down_since: float | None = None
-        while not self._stop.wait(self.interval):
+        failures = 0
+        while not self._stop.wait(min(self.interval * 1.2**failures, 5.0)):  # a start failing for good: 5 s apart
             if self.embedded.postmaster_alive():
                 continue
             if down_since is None:
@@ -276,8 +280,13 @@ class Watchdog:
             try:
                 self.embedded.start()
             except Exception as exc:  # tried again at the next check
-                log.info("embedded PostgreSQL did not start yet", error=" ".join(str(exc).split())[-300:])
+                failures += 1
+                quiet = _not_yet("start")
+                if quiet is not None:
+                    error = " ".join(str(exc).split())[-300:]
+                    log.warning("embedded PostgreSQL did not start yet", error=error, similar_since_last=quiet)
                 continue
             self.restarts += 1
+            failures = 0
             log.warning("embedded PostgreSQL is running again", down_seconds=round(time.monotonic() - down_since, 1))
             down_since = None
