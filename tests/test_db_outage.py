@@ -112,7 +112,7 @@ class Tally:
         problem = response.json() if response.headers.get("content-type") == "application/json" else None
         if not (isinstance(problem, dict) and problem.get("status") == 503 and problem.get("title")):
             self.broken.append(f"503 without problem JSON: {response.headers} {response.text[:300]}")
-        elif not problem.get("detail", "").startswith("database: unavailable"):
+        elif not problem.get("detail", "").startswith("database: "):
             self.broken.append(f"503 for another reason: {problem}")
         elif not response.headers.get("retry-after", "").isdigit():
             self.broken.append(f"503 without Retry-After: {response.headers}")

@@ -7,10 +7,11 @@ flight are taken together by the next one: each caller still gets its own answer
 
 A batch is one statement calling a set-returning SQL function with the whole batch (identity/sql/batch.sql
 does upserts set-wise). If the batch fails for a reason other than a collision (which db/retry.py retries
-whole), every item is run again alone, so one bad item fails alone and the others still succeed. If it
-fails because the database is unavailable (db/outage.py), nothing is run again: the batch and every call
-queued behind it fail at once (503), rather than each waiting its turn for a connection that is not coming;
-a batch whose commit was cut off may or may not have been stored, so its callers must not hear 2xx.
+whole), every item is run again alone, so one bad item fails alone and the others still succeed. If its
+connection failed (db/outage.py: the database is down, restarting, unreachable), nothing is run again: the
+batch and every call queued behind it fail at once (503), rather than each waiting its turn for a
+connection that is not coming; a batch whose commit was cut off may or may not have been stored, so its
+callers must not hear 2xx.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from lunogram_server.db.outage import database_unavailable
+from lunogram_server.db.outage import connection_failed
 from lunogram_server.db.retry import COLLISIONS, run_write
 
 _Pending = tuple[list[Any], "asyncio.Future[str]"]
@@ -98,7 +99,7 @@ class Coalescer:
         try:
             results = await run_write(self.pool, execute)
         except Exception as exc:
-            if database_unavailable(exc):
+            if connection_failed(exc):
                 queued, self._queue = self._queue, []
                 _fail(batch + queued, exc)
                 return

@@ -20,21 +20,37 @@ RETRY_AFTER_SECONDS = 1
 # 08 connection exception, 53 insufficient resources (too many connections, disk full), 57 operator
 # intervention (shutdown, crash shutdown, starting up, statement canceled), 58 system error (I/O).
 _UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+# admin shutdown (also pg_terminate_backend), crash shutdown (another backend crashed), cannot connect now
+# (starting up, in recovery, shutting down)
+_CONNECTION_GONE = frozenset({"57P01", "57P02", "57P03"})
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """True when `exc` means the database could not be reached or lost the connection (try again later).
+def connection_failed(exc: BaseException) -> bool:
+    """True when no connection could be had, or it was lost: says nothing about the work itself.
 
-    psycopg raises OperationalError without a SQLSTATE for a connection that failed or broke on the
-    client side (refused, closed by the server, "the connection is closed"); PoolTimeout is one too.
-    Other OperationalErrors (e.g. class 54, a program limit) are answers about the request: not retried.
+    psycopg raises OperationalError without a SQLSTATE for a connection that failed or broke on the client
+    side (refused, closed by the server, "the connection is closed"); PoolTimeout is one too.
     """
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate
-    return state is None or state[:2] in _UNAVAILABLE_CLASSES
+    return state is None or state[:2] == "08" or state in _CONNECTION_GONE
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot serve this now, whatever the request (try again later):
+    a failed connection, or the database short of resources, shutting down, or canceling the statement.
+
+    Other OperationalErrors (e.g. class 54, a program limit) are answers about the request: not retried.
+    """
+    if connection_failed(exc):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is not None and state[:2] in _UNAVAILABLE_CLASSES
 
 
 class Throttle:

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import EventSettings
-from lunogram_server.db.outage import database_unavailable, log_failure
+from lunogram_server.db.outage import connection_failed, log_failure
 from lunogram_server.events.models import Kind, ProcessedEvent
 from lunogram_server.events.queries import BY_KIND, SHARED
 from lunogram_server.events.subscribers import EventSubscriber
@@ -161,7 +161,7 @@ class EventWorker:
                 except _TRANSIENT as exc:
                     raise _LostRace(partitions) from exc
                 except Exception as exc:
-                    if database_unavailable(exc):  # not the events' fault: the batch is simply claimed again
+                    if connection_failed(exc):  # not the events' fault: the batch is simply claimed again
                         raise
                     raise _BatchFailed(partitions) from exc
             else:
