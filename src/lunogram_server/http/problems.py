@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -31,9 +32,13 @@ TITLES = {
     415: "unsupported media type",
     422: "unprocessable entity",
     429: "too many requests",
+    431: "request header fields too large",
+    499: "client closed request",
     500: "internal server error",
     503: "service unavailable",
 }
+
+CLIENT_CLOSED_REQUEST = 499
 
 # pydantic error type -> the rule, said plainly
 _RULES = {
@@ -153,6 +158,14 @@ def install_handlers(app: FastAPI) -> None:
             detail = "this method is not allowed on this route"
             return problem_response(405, detail, headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
         return problem_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # The client closed the connection before sending the whole body: nothing was done, nobody reads
+        # the answer, and it is not a server error. 499 (nginx's "client closed request") is what the
+        # metrics count; nothing is sent.
+        log.info("client closed the request before sending its body", path=request.url.path, method=request.method)
+        return problem_response(CLIENT_CLOSED_REQUEST, "the client closed the connection before sending the body")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

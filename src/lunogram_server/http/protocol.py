@@ -1,4 +1,5 @@
-"""uvicorn's HTTP/1.1 protocol, sending each response in one write.
+"""uvicorn's HTTP/1.1 protocol, sending each response in one write, with a bounded request head and problem
+JSON for the requests it refuses itself.
 
 Why: uvicorn writes a response's status line and headers, then its body, as two writes; each is a system
 call and a TCP segment of its own, and the client is woken for the head only to wait for the body
@@ -6,14 +7,31 @@ call and a TCP segment of its own, and the client is woken for the head only to 
 benchmark's throughput did not move measurably either way). Here the writes made in one
 turn of the event loop (a small response's head and body) leave together at the end of that turn; a
 streamed body still goes out as it comes, a turn later at most.
+
+The head (request line and headers) is refused past `LUNOGRAM_MAX_HEADER_BYTES` with 431: httptools has no
+limit of its own (uvicorn's h11 protocol has `h11_max_incomplete_event_size`, which is where the setting is
+passed), and a header of 8 MB was parsed, kept and handed to the app whole. It is counted as it arrives,
+so at most one read (256 KiB) beyond the limit is ever held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from lunogram_server.http.problems import TITLES
+
+DEFAULT_MAX_HEAD_BYTES = 32 * 1024
+# After refusing a request we still read (and drop) what the client sends for this long: closing with its
+# bytes unread would reset the connection, and the reset can destroy our answer before the client reads it.
+LINGER_SECONDS = 2.0
+
+log = logging.getLogger("lunogram.http")
 
 
 class _OneWritePerTurn:
@@ -42,10 +60,109 @@ class _OneWritePerTurn:
         self._flush()  # what was written before close() still goes out, as with the transport itself
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name: str) -> Any:  # everything else is the transport's own
         return getattr(self._transport, name)
 
 
+class _HeadTooLarge(Exception):
+    pass
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD_BYTES
+        self._head_open = True  # reading a request's head (or waiting for one), not its body
+        self._head_bytes = 0  # bytes received while the head is open
+        self._head_size = 0  # of the head parsed so far: URL, header names and values
+        self._refused = False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering (see _refuse): read and drop
+        self._unset_keepalive_if_required()
+        if self._head_open:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse_head()
+            else:
+                log.warning("invalid HTTP request: %s", exc)
+                self._refuse(400, f"request: not valid HTTP/1.1 ({exc})")
+            return
+        # a head still incomplete: what httptools holds of it so far is at most what was counted
+        if self._head_open and self._head_bytes > self._head_limit:
+            self._refuse_head()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, f"request: {msg}")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._grow_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value) + 4)  # + ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open = True
+
+    def _grow_head(self, size: int) -> None:
+        """Raised inside the parser: a head that arrived whole in one read is refused here."""
+        self._head_size += size
+        if self._head_size > self._head_limit:
+            raise _HeadTooLarge
+
+    def _refuse_head(self) -> None:
+        self._refuse(431, f"request: the request line and headers exceed the limit of {self._head_limit} bytes")
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer problem JSON and end the connection, without reading the request any further."""
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # an earlier request on this connection is being answered: no room for ours
+            return
+        body = orjson.dumps({"title": TITLES.get(status, "error"), "detail": detail, "status": status})
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+        transport = self.transport
+        transport.write(b"".join(content))
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.flow.resume_reading()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:  # pragma: no cover - TCP transports can
+            transport.close()
