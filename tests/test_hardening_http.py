@@ -11,6 +11,8 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -434,3 +436,18 @@ def test_a_route_has_one_label_whichever_lane_serves_it(roomy: Server) -> None:
             assert response.status_code == 200, response.text
     for route, count in before.items():
         assert requests_counted(roomy, "POST", route, 200) == count + 2, route
+
+
+def test_a_malformed_pinned_key_stops_serve_with_the_rule(server_factory: Callable[..., Server]) -> None:
+    """A pinned key no request could ever present is refused at start, not stored."""
+    server = server_factory(extra_env={"LUNOGRAM_BOOTSTRAP_SECRET_KEY": "sk_pinned with spaces"}, start=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "lunogram_server", "serve", "--port", str(server.port)],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = " ".join((done.stdout + done.stderr).split())  # the console wraps long lines
+    assert "LUNOGRAM_BOOTSTRAP_*_KEY: a secret key must start with 'sk_' and be 16 to 128 characters" in said
