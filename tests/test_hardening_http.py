@@ -138,6 +138,32 @@ def test_the_head_limit_counts_a_head_that_arrives_in_one_piece(roomy: Server) -
     assert exchange(roomy.port, fits)[0] == 200
 
 
+def test_a_head_over_the_limit_after_another_request_on_the_connection_is_refused_after_its_answer(
+    roomy: Server,
+) -> None:
+    """Keep-alive and pipelining: the first request is answered, then the second's oversized head gets 431,
+    whether it shares a write with the first request or starts in it and ends in a later one."""
+    body = b'{"identifier":[{"external_id":"pipelined"}]}'
+    first = (
+        f"POST /api/client/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {roomy.secret_key}\r\n".encode()
+        + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    second = post_request("/api/client/users", roomy.secret_key.encode() + b"\r\nX-Padding: " + b"p" * 40_000)
+    for writes in ([first + second], [first + second[:20_000], second[20_000:]]):
+        with socket.create_connection(("127.0.0.1", roomy.port), timeout=20) as sock:
+            for i, data in enumerate(writes):
+                if i:  # the first answer has left: the server has parsed the first write
+                    wait_until(lambda: sock.recv(65536, socket.MSG_PEEK), timeout=10, what="the first answer")
+                sock.sendall(data)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", received)
+        assert statuses == [b"200", b"431"], received[-400:]
+        assert received.endswith(b'"status":431}')
+
+
 @pytest.mark.parametrize(
     ("key", "rule"),
     [

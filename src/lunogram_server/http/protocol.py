@@ -77,8 +77,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD_BYTES
         self._head_open = True  # reading a request's head (or waiting for one), not its body
-        self._head_bytes = 0  # bytes received while the head is open
-        self._head_size = 0  # of the head parsed so far: URL, header names and values
+        self._head_bytes = 0  # bytes of the reads that began while the head was open
+        self._head_unmeasured = False  # the head began inside a read that ended the previous request
+        self._ended_scope: object = None  # the scope of the request that ended last
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -105,49 +106,57 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
                 log.warning("invalid HTTP request: %s", exc)
                 self._refuse(400, f"request: not valid HTTP/1.1 ({exc})")
             return
-        # a head still incomplete: what httptools holds of it so far is at most what was counted
-        if self._head_open and self._head_bytes > self._head_limit:
-            self._refuse_head()
+        if self._head_open:
+            # a head still incomplete: what httptools holds of it is at most what was counted, plus the rest
+            # of a read that ended another request
+            if self._head_bytes > self._head_limit:
+                self._refuse_head()
+            elif self.scope is self._ended_scope:
+                self._head_unmeasured = False  # no new request began in this read: the next read is counted
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"request: {msg}")
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._grow_head(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow_head(len(name) + len(value) + 4)  # + ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        self._head_open = False
+        # `_head_bytes` counts whole reads, so it is at least the head's size unless the head began in a read
+        # that ended another request; only then, or when it is over the limit (that read may hold body
+        # bytes too), is the head measured exactly. Counting in on_url/on_header instead cost every request
+        # ~4 us in a micro-benchmark of the parser callbacks; as written, the overrides cost ~2 us (the
+        # parent is called by name: super() added ~0.5 us more).
+        if self._head_unmeasured or self._head_bytes > self._head_limit:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > self._head_limit:
+                raise _HeadTooLarge  # inside the parser: feed_data raises a callback error caused by it
+        self._head_open = self._head_unmeasured = False
         self._head_bytes = 0
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._head_open = True
-
-    def _grow_head(self, size: int) -> None:
-        """Raised inside the parser: a head that arrived whole in one read is refused here."""
-        self._head_size += size
-        if self._head_size > self._head_limit:
-            raise _HeadTooLarge
+        HttpToolsProtocol.on_message_complete(self)
+        self._head_open = self._head_unmeasured = True  # the next head may begin in the rest of this read
+        self._head_bytes = 0
+        self._ended_scope = self.scope
 
     def _refuse_head(self) -> None:
         self._refuse(431, f"request: the request line and headers exceed the limit of {self._head_limit} bytes")
 
     def _refuse(self, status: int, detail: str) -> None:
-        """Answer problem JSON and end the connection, without reading the request any further."""
+        """Answer problem JSON and end the connection, without reading the request any further; after the
+        answers to the requests ahead of it on this connection (pipelined), if any."""
         self._refused = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # an earlier request on this connection is being answered: no room for ours
+        cycle = self.cycle  # the last request taken; the ones ahead of it are answered first
+        if cycle is None or cycle.response_complete:
+            self._answer(status, detail)
             return
+
+        def after_the_last_answer() -> None:
+            self.server_state.total_requests += 1
+            if not self.transport.is_closing():
+                self._answer(status, detail)
+
+        cycle.on_response = after_the_last_answer
+
+    def _answer(self, status: int, detail: str) -> None:
         body = orjson.dumps({"title": TITLES.get(status, "error"), "detail": detail, "status": status})
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
