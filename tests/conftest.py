@@ -46,6 +46,9 @@ def server_factory(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
             LUNOGRAM_BOOTSTRAP_PUBLIC_KEY=PUBLIC_KEY,
             LUNOGRAM_BOOTSTRAP_SECRET_KEY=SECRET_KEY,
             LUNOGRAM_KEY_CACHE_SECONDS="0.2",
+            # every test calls from 127.0.0.1, many of them with unknown keys on purpose: no per-address limit
+            # on failed key lookups here (tests/test_hardening_http.py tests it on servers of its own)
+            LUNOGRAM_AUTH_FAILURE_LIMIT="0",
             PYTHONUNBUFFERED="1",
         )
         env.update(extra_env or {})

@@ -578,6 +578,8 @@ def test_json_bodies_under_lenient_content_types_are_accepted(client: httpx.Clie
 MISSING_KEY = "Authorization: missing API key; send `Authorization: Bearer <key>`"
 EMPTY_TOKEN = "Authorization: the Bearer token is empty"
 UNKNOWN_KEY = "Authorization: unknown or revoked API key"
+MALFORMED_PREFIX = "Authorization: malformed API key: a key starts with `pk_` or `sk_`"
+MALFORMED_LENGTH = "Authorization: malformed API key: a key is 16 to 128 characters long"
 AUTH_CASES = [
     pytest.param(None, MISSING_KEY, id="no-header"),
     pytest.param("", MISSING_KEY, id="empty-header"),
@@ -585,7 +587,8 @@ AUTH_CASES = [
     pytest.param("Bearer sk_unknown_0123456789", UNKNOWN_KEY, id="unknown-secret"),
     pytest.param("Bearer pk_unknown_0123456789", UNKNOWN_KEY, id="unknown-public"),
     pytest.param("sk_unknown_0123456789", UNKNOWN_KEY, id="bare-unknown"),
-    pytest.param("Basic dXNlcjpwYXNz", UNKNOWN_KEY, id="basic-auth"),
+    pytest.param("Basic dXNlcjpwYXNz", MALFORMED_PREFIX, id="basic-auth"),
+    pytest.param("Bearer sk_short", MALFORMED_LENGTH, id="too-short"),
 ]
 
 

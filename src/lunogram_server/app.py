@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from pydantic.json_schema import models_json_schema
@@ -24,6 +23,7 @@ from lunogram_server.db import open_pool
 from lunogram_server.http import admin, client, lists, ops, schedules
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
+from lunogram_server.http.cors import Cors
 from lunogram_server.http.fastlane import FastLane
 from lunogram_server.http.problems import install_handlers
 from lunogram_server.organizations import service as organizations
@@ -49,7 +49,7 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
             wait_seconds=settings.pool_timeout_seconds,
         )
         app.state.pool = pool
-        app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
+        app.state.key_cache = KeyCache(pool, settings.key_cache_seconds, settings.access)
         app.state.upserts = Upserts(pool, settings)
         settle_garbage_collector()
         try:
@@ -80,14 +80,15 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     app.include_router(lists.router)
     app.include_router(ops.router)
     app.add_middleware(
-        CORSMiddleware,
+        Cors,
+        private_paths=["/metrics"],  # operators only: no web page may read it (http/ops.py)
         allow_origins=["*"],
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["Accept", "Authorization", "Content-Type", "Idempotency-Key"],
         allow_credentials=False,
         max_age=600,
     )
-    app.add_middleware(ops.MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ops.MetricsMiddleware, metrics=metrics, prefixes=["/api"])
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return FastLane(app, metrics, {"/api": client_routers, "": client_routers})
 

@@ -84,6 +84,8 @@ def serve(
         run_server(settings)
     except AlreadyRunning as exc:
         raise _fail(str(exc)) from None
+    except projects.InvalidKeyError as exc:  # a pinned LUNOGRAM_BOOTSTRAP_*_KEY
+        raise _fail(f"LUNOGRAM_BOOTSTRAP_*_KEY: {exc}") from None
 
 
 @app.command()

@@ -60,6 +60,18 @@ class ListSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    """What a caller without a valid key can cost us (http/auth.py, http/protocol.py), and who reads /metrics."""
+
+    max_header_bytes: int = 32 * 1024
+    unknown_key_cache_size: int = 10_000
+    auth_failure_limit: int = 60
+    auth_failure_window_seconds: float = 60.0
+    auth_failure_addresses: int = 10_000
+    metrics_token: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -82,6 +94,7 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
     lists: ListSettings = field(default_factory=ListSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     @property
     def embedded(self) -> bool:
@@ -117,16 +130,40 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "5",
         "longest wait for a free database connection, then 503 with Retry-After (1 s while the database is down)",
     ),
-    ("LUNOGRAM_KEY_CACHE_SECONDS", "2", "how long a verified API key is cached; a revocation takes this long"),
+    (
+        "LUNOGRAM_KEY_CACHE_SECONDS",
+        "2",
+        "how long a verified API key is cached (a revocation takes this long), and an unknown one remembered as "
+        "unknown (a new key may be refused this long by a server that saw it before it existed)",
+    ),
     ("LUNOGRAM_UPSERT_SLOTS", "2", "upsert transactions in flight per process; more concurrent upserts share them"),
     ("LUNOGRAM_UPSERT_MAX_BATCH", "64", "upserts committed together at most (1: each commits alone)"),
     ("LUNOGRAM_BOOTSTRAP_PROJECT", "default", "name of the project created on first start"),
-    ("LUNOGRAM_BOOTSTRAP_PUBLIC_KEY", "unset", "pin the first public key (`pk_...`), for automation"),
-    ("LUNOGRAM_BOOTSTRAP_SECRET_KEY", "unset", "pin the first secret key (`sk_...`), for automation"),
+    (
+        "LUNOGRAM_BOOTSTRAP_PUBLIC_KEY",
+        "unset",
+        "pin the first public key (`pk_...`, 16-128 characters of letters, digits and `-._~+/=`), for automation",
+    ),
+    ("LUNOGRAM_BOOTSTRAP_SECRET_KEY", "unset", "pin the first secret key (`sk_...`, the same rule), for automation"),
     ("LUNOGRAM_MAX_BODY_BYTES", "5242880", "largest request body; larger -> 413"),
     ("LUNOGRAM_MAX_JSON_DEPTH", "32", "deepest JSON nesting accepted; deeper -> 400"),
     ("LUNOGRAM_MAX_EVENTS_PER_REQUEST", "1000", "events in one batch; more -> 413"),
     ("LUNOGRAM_MAX_NAME_LENGTH", "255", "longest event or schedule name"),
+    ("LUNOGRAM_MAX_HEADER_BYTES", "32768", "largest request line plus headers; larger -> 431, read no further"),
+    ("LUNOGRAM_UNKNOWN_KEY_CACHE_SIZE", "10000", "unknown keys remembered per process (each for the key cache time)"),
+    (
+        "LUNOGRAM_AUTH_FAILURE_LIMIT",
+        "60",
+        "key lookups that found nothing allowed per client address per window; then 429 for unseen keys (0: no limit)",
+    ),
+    ("LUNOGRAM_AUTH_FAILURE_WINDOW_SECONDS", "60", "the window of that limit (it refills evenly over the window)"),
+    ("LUNOGRAM_AUTH_FAILURE_ADDRESSES", "10000", "client addresses (IPv6: /64 networks) that limit tracks per process"),
+    (
+        "LUNOGRAM_METRICS_TOKEN",
+        "unset",
+        "/metrics needs `Authorization: Bearer <token>`; unset: /metrics answers only loopback, unproxied, non-browser "
+        "requests",
+    ),
     ("LUNOGRAM_EVENT_WORKER_TASKS", "2", "event worker tasks per process with the worker role (0: none)"),
     ("LUNOGRAM_EVENT_BATCH_SIZE", "500", "events a worker applies per transaction"),
     ("LUNOGRAM_EVENT_PARTITIONS_PER_CLAIM", "8", "partitions (of 64) a worker takes per transaction"),
@@ -184,6 +221,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             1.0, float(env.get("LUNOGRAM_LIST_TIME_RECHECK_SECONDS", base.lists.time_recheck_seconds))
         ),
     )
+    ac = base.access
+    access = AccessSettings(
+        max_header_bytes=max(1024, int(env.get("LUNOGRAM_MAX_HEADER_BYTES", ac.max_header_bytes))),
+        unknown_key_cache_size=max(1, int(env.get("LUNOGRAM_UNKNOWN_KEY_CACHE_SIZE", ac.unknown_key_cache_size))),
+        auth_failure_limit=max(0, int(env.get("LUNOGRAM_AUTH_FAILURE_LIMIT", ac.auth_failure_limit))),
+        auth_failure_window_seconds=max(
+            0.001, float(env.get("LUNOGRAM_AUTH_FAILURE_WINDOW_SECONDS", ac.auth_failure_window_seconds))
+        ),
+        auth_failure_addresses=max(1, int(env.get("LUNOGRAM_AUTH_FAILURE_ADDRESSES", ac.auth_failure_addresses))),
+        metrics_token=env.get("LUNOGRAM_METRICS_TOKEN") or None,
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -209,4 +257,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         events=events,
         schedules=schedules,
         lists=lists,
+        access=access,
     )

@@ -131,9 +131,14 @@ _UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    # h11's name for the largest request head; our httptools protocol honours it too (http/protocol.py)
+    return {**_UVICORN_OPTIONS, "h11_max_incomplete_event_size": settings.access.max_header_bytes}
+
+
 async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
     app = build_app(settings, conninfo)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, **_UVICORN_OPTIONS)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
     server = _Server(config)
 
     async def announce() -> None:
@@ -170,7 +175,7 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        **_UVICORN_OPTIONS,
+        **_uvicorn_options(settings),
     )
     _refuse_a_port_in_use(settings.host, settings.port)
     sockets = [_reuse_port_socket(settings.host, settings.port) for _ in range(settings.workers)]

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -34,9 +35,13 @@ TITLES = {
     415: "unsupported media type",
     422: "unprocessable entity",
     429: "too many requests",
+    431: "request header fields too large",
+    499: "client closed request",
     500: "internal server error",
     503: "service unavailable",
 }
+
+CLIENT_CLOSED_REQUEST = 499
 
 # pydantic error type -> the rule, said plainly
 _RULES = {
@@ -184,6 +189,14 @@ def install_handlers(app: FastAPI) -> None:
         if database_unavailable(exc):
             return unavailable_response(request, exc)
         return await _unexpected(request, exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # The client closed the connection before sending the whole body: nothing was done, nobody reads
+        # the answer, and it is not a server error. 499 (nginx's "client closed request") is what the
+        # metrics count; nothing is sent.
+        log.info("client closed the request before sending its body", path=request.url.path, method=request.method)
+        return problem_response(CLIENT_CLOSED_REQUEST, "the client closed the connection before sending the body")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ widens them with extra permissions. Secret keys (`sk_`) may do everything in the
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -53,6 +54,24 @@ class NewKey:
     kind: KeyKind
     key: str  # the only time the full key exists outside the caller's hands
     allow: list[str]
+
+
+KEY_MIN_LENGTH = 16
+KEY_MAX_LENGTH = 128
+# RFC 6750's token characters: what a Bearer token may be made of (generated keys use the URL-safe base64 ones)
+_KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._~+/=-]+")
+
+
+def key_format_error(key: str) -> str | None:
+    """Why `key` cannot be an API key, or None if it can. Checked before any lookup, so a caller cannot make
+    the server hash, look up or remember arbitrary text; pinned keys are held to the same rule."""
+    if not KEY_MIN_LENGTH <= len(key) <= KEY_MAX_LENGTH:
+        return f"a key is {KEY_MIN_LENGTH} to {KEY_MAX_LENGTH} characters long"
+    if not key.startswith(("pk_", "sk_")):
+        return "a key starts with `pk_` or `sk_`"
+    if _KEY_CHARACTERS.fullmatch(key, 3) is None:
+        return "a key is made of letters, digits and `-._~+/=`"
+    return None
 
 
 class InvalidKeyError(ValueError):
@@ -120,8 +139,11 @@ async def create_key(
     _check_allow(kind, allow)
     if key is None:
         key = generate_key(kind)
-    elif not key.startswith(PREFIX[kind]) or len(key) < 16:
-        raise InvalidKeyError(f"a {kind} key must start with {PREFIX[kind]!r} and be at least 16 characters")
+    elif not key.startswith(PREFIX[kind]) or key_format_error(key) is not None:
+        raise InvalidKeyError(
+            f"a {kind} key must start with {PREFIX[kind]!r} and be {KEY_MIN_LENGTH} to {KEY_MAX_LENGTH} characters "
+            "of letters, digits and -._~+/="
+        )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             Q["insert_key"],
