@@ -45,15 +45,17 @@ def json_response(text: str, status: int = 200) -> Response:
 )
 async def upsert_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertUser)
+    public = auth.kind == "public"  # answers only what was sent; merges only anonymous-only profiles
 
     async def together() -> Response:
-        return json_response(await users.upsert_together(request.app.state.upserts.users, auth.project_id, body))
+        coalescer = request.app.state.upserts.users
+        return json_response(await users.upsert_together(coalescer, auth.project_id, body, public=public))
 
     async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
         coalescer = request.app.state.upserts.keyed_users
-        return await users.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+        return await users.keyed_upsert_together(coalescer, auth.project_id, key, digest, body, public=public)
 
-    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
+    return await respond(request, auth, unkeyed=together, keyed=keyed)
 
 
 @router.delete(
@@ -79,16 +81,17 @@ async def delete_user(request: Request) -> Response:
 )
 async def upsert_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
+    public = auth.kind == "public"
 
     async def together() -> Response:
         coalescer = request.app.state.upserts.organizations
-        return json_response(await organizations.upsert_together(coalescer, auth.project_id, body))
+        return json_response(await organizations.upsert_together(coalescer, auth.project_id, body, public=public))
 
     async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
         coalescer = request.app.state.upserts.keyed_organizations
-        return await organizations.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+        return await organizations.keyed_upsert_together(coalescer, auth.project_id, key, digest, body, public=public)
 
-    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
+    return await respond(request, auth, unkeyed=together, keyed=keyed)
 
 
 @router.delete(
@@ -121,7 +124,7 @@ async def add_member(request: Request) -> Response:
         await organizations.add_member(conn, auth.project_id, body)
         return Response(status_code=200)
 
-    return await respond(request, auth.project_id, work)
+    return await respond(request, auth, work)
 
 
 _MISSING = {
@@ -156,8 +159,11 @@ ACCEPTED: dict[int | str, dict[str, str]] = {
 async def _accept_events(request: Request, kind: Kind) -> Response:
     """Validate the whole batch, then store it in one statement; 202 only after the commit."""
     auth, value = await accept_json(request, Permission.WRITE)
+    declared = request.headers.get("content-length", "")  # exact once the body was read (http/body.py)
     try:
-        batch = ingest.validate_batch(value, request.app.state.settings.limits)
+        batch = ingest.validate_batch(
+            value, request.app.state.settings.limits, int(declared) if declared.isdigit() else None
+        )
     except ingest.ValidationError as exc:
         raise validation_error(exc) from None
     except ingest.BatchError as exc:
@@ -170,7 +176,7 @@ async def _accept_events(request: Request, kind: Kind) -> Response:
         await ingest.enqueue(conn, auth.project_id, kind, batch)
         return Response(status_code=202)
 
-    return await respond(request, auth.project_id, work)
+    return await respond(request, auth, work)
 
 
 @router.post(

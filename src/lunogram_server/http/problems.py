@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from lunogram_server.db.refusals import Refused, refusal
 from lunogram_server.db.retry import COLLISIONS
 
 log = structlog.get_logger("lunogram.http")
@@ -153,6 +155,14 @@ def install_handlers(app: FastAPI) -> None:
             detail = "this method is not allowed on this route"
             return problem_response(405, detail, headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
         return problem_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(Refused)
+    @app.exception_handler(psycopg.Error)
+    async def _database(request: Request, exc: Exception) -> Response:
+        refused = refusal(exc)  # a write refused by a limit the database enforces (db/refusals.py)
+        if refused is not None:
+            return problem_response(refused.status, refused.detail)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
