@@ -186,8 +186,8 @@ def check_tree(root: Node, path: str = "rule") -> list[UUID]:
 
 def _check_path(path: str, columns: tuple[str, ...], where: str) -> None:
     if path not in columns and not _PATH.match(path):
-        named = ", ".join(columns) + (", " if columns else "")
-        raise ValueError(f"{where}: must be {named}or data.<key>[.<key>...] (up to 8 keys)")
+        named = ", ".join(columns) + ", or " if columns else ""
+        raise ValueError(f"{where}: must be {named}data.<key>[.<key>...] (up to 8 keys)")
 
 
 _INTERVAL_ARG = {"minutes": "mins", "hours": "hours", "days": "days", "weeks": "weeks", "months": "months"}
