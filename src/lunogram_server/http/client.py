@@ -32,6 +32,8 @@ router = APIRouter(prefix="/client", tags=["client"])
 PROBLEM = {"description": "problem JSON: `{title, detail, status}`"}
 ERRORS: dict[int | str, dict[str, str]] = {s: PROBLEM for s in (400, 401, 403, 413, 415)}
 DELETE_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM}
+# 404: a repeat under an Idempotency-Key whose profile has been deleted since; 409: a key reused
+UPSERT_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM, 409: PROBLEM}
 
 
 def json_response(text: str, status: int = 200) -> Response:
@@ -66,7 +68,7 @@ def _profile_parts(body: UpsertUser | UpsertOrganization) -> Iterator[tuple[str,
 @router.post(
     "/users",
     response_model=User,
-    responses=ERRORS,
+    responses=UPSERT_ERRORS,
     openapi_extra=body_schema(UpsertUser),
     summary="Create or update a user",
 )
@@ -103,7 +105,7 @@ async def delete_user(request: Request) -> Response:
 @router.post(
     "/organizations",
     response_model=Organization,
-    responses=ERRORS,
+    responses=UPSERT_ERRORS,
     openapi_extra=body_schema(UpsertOrganization),
     summary="Create or update an organization",
 )
