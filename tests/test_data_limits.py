@@ -17,8 +17,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from helpers import Server, ident, uid, wait_until
+from lunogram_server.config import Limits
+from lunogram_server.db.session import with_session_settings
 
 PROFILE_CAP = 256 * 1024  # the defaults (config.py Limits), which the shared server runs with
 EVENT_CAP = 64 * 1024
@@ -202,3 +205,12 @@ def test_the_caps_are_configurable(small_caps: Server) -> None:
         assert_refused(over, 413, "at most 4096 bytes", "LUNOGRAM_MAX_PROFILE_DATA_BYTES")
         event = [{"name": "e", "identifier": [ident(ext)], "data": {"b": "x" * 100}}]
         assert_refused(client.post("/client/users/events", json=event), 413, "at most 100")
+
+
+def test_the_cap_reaches_every_connection_and_keeps_the_operators_options() -> None:
+    given = "postgresql://app@db.example/lunogram?options=-c%20statement_timeout%3D5s"
+    options = conninfo_to_dict(with_session_settings(given, Limits(max_profile_data_bytes=5000)))["options"]
+    assert options == "-c statement_timeout=5s -c lunogram.max_profile_data_bytes=5000"
+    plain = conninfo_to_dict(with_session_settings("host=/tmp dbname=x", Limits()))
+    assert plain["options"] == "-c lunogram.max_profile_data_bytes=262144"
+    assert plain["dbname"] == "x"
