@@ -130,7 +130,7 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "LUNOGRAM_MAX_PROFILE_DATA_BYTES",
         "262144",
         "largest stored `data` of a user, organization or membership (and identifier `metadata`), after merging; "
-        "larger -> 413",
+        "larger -> 413 (at least 1024)",
     ),
     ("LUNOGRAM_MAX_EVENT_DATA_BYTES", "65536", "largest `data` of an event or schedule (JSON text); larger -> 413"),
     ("LUNOGRAM_EVENT_WORKER_TASKS", "2", "event worker tasks per process with the worker role (0: none)"),
