@@ -126,14 +126,43 @@ def test_a_refused_request_is_not_remembered(client: httpx.Client) -> None:
     assert good.json()["email"] == "jane@example.com"
 
 
-def test_a_key_belongs_to_the_project_not_to_the_api_key(server: Server, client: httpx.Client) -> None:
-    """Keys are scoped by project: the public key of the same project gets the secret key's stored answer."""
-    key = str(uuid.uuid4())
-    body = {"identifier": [ident(uid())]}
-    first = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+def test_a_key_belongs_to_the_api_key_that_sent_it(server: Server, client: httpx.Client) -> None:
+    """Issue 14: keys are scoped by API key. A public key's holder (a browser) can neither occupy a key the
+    secret key then uses (no 409 for it) nor replay the secret key's stored answer (the full profile)."""
+    key, ext = str(uuid.uuid4()), uid()
     with server.client(server.public_key) as public:
-        again = public.post("/client/users", json=body, headers={"Idempotency-Key": key})
+        squatted = public.post(
+            "/client/users", json={"identifier": [ident(uid())], "data": {"x": 1}}, headers={"Idempotency-Key": key}
+        )
+        assert squatted.status_code == 200, squatted.text
+        body = {"identifier": [ident(ext)], "email": f"{ext}@example.com", "data": {"secret": "s"}}
+        first = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 200, first.text  # not a 409: the public key's use was its own
+        assert first.json()["identifier"][0]["external_id"] == ext
+        replay = public.post("/client/users", json={"identifier": [ident(ext)]}, headers={"Idempotency-Key": key})
+    assert replay.status_code == 409  # under the public key, the key names the public key's first request
+    again = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
     assert again.content == first.content
+
+
+def test_a_replay_after_the_profile_was_deleted_is_a_404(client: httpx.Client) -> None:
+    """Issue 14: the stored answer of an upsert whose user was deleted since is not given out again."""
+    key, ext = str(uuid.uuid4()), uid()
+    body = {"identifier": [ident(ext)], "email": f"{ext}@example.com"}
+    first = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+    assert client.request("DELETE", "/client/users", json={"identifier": [ident(ext)]}).status_code == 204
+    replay = client.post("/client/users", json=body, headers={"Idempotency-Key": key})
+    assert replay.status_code == 404, replay.text
+    assert replay.json()["detail"].startswith("Idempotency-Key: the user this key's request wrote")
+    assert ext not in replay.text
+    assert "example.com" not in replay.text
+    # nothing was written by the replay: the user stays deleted
+    assert client.get("/admin/users", params={"external_id": ext}).status_code == 404
+    # under a new key the request is done again
+    fresh = client.post("/client/users", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert fresh.status_code == 200
+    assert fresh.json()["id"] != first.json()["id"]
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
@@ -147,7 +176,7 @@ def test_an_expired_key_is_a_new_request(client: httpx.Client, db: psycopg.Conne
     key, name = str(uuid.uuid4()), uid("evt")
     first = [{"name": name, "identifier": [ident(uid())]}]
     assert client.post("/client/users/events", json=first, headers={"Idempotency-Key": key}).status_code == 202
-    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = %s", (key,))
+    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key LIKE %s", (f"%:{key}",))
     # after 24 hours the key is forgotten: another request under it is done, not refused as a conflict
     second = [{"name": f"{name}_later", "identifier": [ident(uid())]}]
     response = client.post("/client/users/events", json=second, headers={"Idempotency-Key": key})
@@ -190,7 +219,7 @@ def test_a_keyed_upsert_refuses_another_request_and_forgets_after_a_day(
     elsewhere = client.post("/client/users", json={"identifier": [ident(ext)]}, headers={"Idempotency-Key": key})
     assert elsewhere.status_code == 409  # the same key on another route is another request
     assert client.get("/admin/organizations", params={"external_id": ext}).json()["name"] == "A"
-    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = %s", (key,))
+    db.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key LIKE %s", (f"%:{key}",))
     later = client.post(
         "/client/organizations", json={"identifier": [ident(ext)], "name": "B"}, headers={"Idempotency-Key": key}
     )

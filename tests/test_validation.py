@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import Server, ident, uid
+from helpers import Server, ident, uid, wait_until
 
 MIB = 1024 * 1024
 BODY_LIMIT = 5 * MIB
@@ -527,10 +527,23 @@ def test_oversized_content_length_is_refused_before_the_body_is_sent(server: Ser
 
 
 def test_body_of_exactly_5_mib_is_accepted(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
-    raw = padded_body(USERS, BODY_LIMIT)
-    response = client.post(USERS, content=raw, headers=JSON)
-    assert response.status_code == 200, response.text[:300]
-    assert stored(db, external_ids(json.loads(raw))) == 1
+    """A batch of events (each `data` within its own cap, LUNOGRAM_MAX_EVENT_DATA_BYTES): a profile's data and
+    metadata are capped far below the body limit, so an upsert that size is refused for its data (413)."""
+    name = uid("full")
+    events: list[dict[str, Any]] = [
+        {"name": name, "identifier": [ident(uid())], "data": {"pad": ""}} for _ in range(100)
+    ]
+    per, extra = divmod(BODY_LIMIT - len(json.dumps(events).encode()), len(events))
+    for n, event in enumerate(events):
+        event["data"]["pad"] = "a" * (per + (extra if n == 0 else 0))
+    raw = json.dumps(events).encode()
+    assert len(raw) == BODY_LIMIT
+    response = client.post("/client/users/events", content=raw, headers=JSON)
+    assert response.status_code == 202, response.text[:300]
+    wait_until(lambda: stored(db, external_ids(events)) == 100, what="the events applied")
+    oversized = client.post(USERS, content=padded_body(USERS, BODY_LIMIT), headers=JSON)
+    assert oversized.status_code == 413
+    assert oversized.json()["detail"].startswith("identifier[0].metadata: at least")
 
 
 # ----------------------------------------------------------------------------------------- media type (415)

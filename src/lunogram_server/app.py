@@ -20,6 +20,7 @@ from lunogram_server import __version__
 from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
+from lunogram_server.db.session import with_session_settings
 from lunogram_server.http import admin, client, lists, ops, schedules
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
@@ -43,7 +44,7 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await open_pool(
-            conninfo,
+            with_session_settings(conninfo, settings.limits),
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             wait_seconds=settings.pool_timeout_seconds,

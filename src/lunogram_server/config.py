@@ -25,6 +25,11 @@ class Limits:
     max_events_per_request: int = 1000
     max_name_length: int = 255
     max_identifiers: int = 100
+    # stored `data` of a user, an organization, a membership (and an identifier's `metadata`), as PostgreSQL
+    # stores it (jsonb), after merging a write into what is stored; enforced in SQL (identity/sql/limits.sql)
+    max_profile_data_bytes: int = 256 * 1024
+    # an event's (or a schedule's) `data`, as JSON text
+    max_event_data_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,13 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "/metrics needs `Authorization: Bearer <token>`; unset: /metrics answers only loopback, unproxied, non-browser "
         "requests",
     ),
+    (
+        "LUNOGRAM_MAX_PROFILE_DATA_BYTES",
+        "262144",
+        "largest stored `data` of a user, organization or membership (and identifier `metadata`), after merging; "
+        "larger -> 413 (at least 1024)",
+    ),
+    ("LUNOGRAM_MAX_EVENT_DATA_BYTES", "65536", "largest `data` of an event or schedule (JSON text); larger -> 413"),
     ("LUNOGRAM_EVENT_WORKER_TASKS", "2", "event worker tasks per process with the worker role (0: none)"),
     ("LUNOGRAM_EVENT_BATCH_SIZE", "500", "events a worker applies per transaction"),
     ("LUNOGRAM_EVENT_PARTITIONS_PER_CLAIM", "8", "partitions (of 64) a worker takes per transaction"),
@@ -196,6 +208,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_json_depth=int(env.get("LUNOGRAM_MAX_JSON_DEPTH", base.limits.max_json_depth)),
         max_events_per_request=int(env.get("LUNOGRAM_MAX_EVENTS_PER_REQUEST", base.limits.max_events_per_request)),
         max_name_length=int(env.get("LUNOGRAM_MAX_NAME_LENGTH", base.limits.max_name_length)),
+        max_profile_data_bytes=max(
+            1024, int(env.get("LUNOGRAM_MAX_PROFILE_DATA_BYTES", base.limits.max_profile_data_bytes))
+        ),
+        max_event_data_bytes=max(2, int(env.get("LUNOGRAM_MAX_EVENT_DATA_BYTES", base.limits.max_event_data_bytes))),
     )
     ev = base.events
     events = EventSettings(

@@ -31,6 +31,7 @@ from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres, Watchdog
 from lunogram_server.db.migrate import migrate
+from lunogram_server.db.session import with_session_settings
 from lunogram_server.http.protocol import OneWriteHttpToolsProtocol
 from lunogram_server.projects.service import Bootstrap, bootstrap
 
@@ -269,7 +270,10 @@ def _run_uvloop(coro: Any) -> None:
 async def _background_only(settings: Settings, conninfo: str) -> None:
     """`--role worker` / `--role scheduler`: those loops and no HTTP API, until SIGTERM or SIGINT."""
     pool = await open_pool(
-        conninfo, min_size=1, max_size=loop_count(settings) + 1, wait_seconds=settings.pool_timeout_seconds
+        with_session_settings(conninfo, settings.limits),
+        min_size=1,
+        max_size=loop_count(settings) + 1,
+        wait_seconds=settings.pool_timeout_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -59,7 +59,8 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 
 def _routines() -> list[sql.Composed | sql.SQL]:
-    rendered: list[sql.Composed | sql.SQL] = [
+    rendered: list[sql.Composed | sql.SQL] = [sql.SQL(read_sql("lunogram_server.identity", "limits.sql"))]
+    rendered += [
         sql.SQL(read_sql("lunogram_server.identity", template)).format(**{k: sql.SQL(v) for k, v in kind.items()})
         for template in ("resolve.sql", "profile.sql", "batch.sql")
         for kind in _IDENTITY_KINDS

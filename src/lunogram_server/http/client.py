@@ -5,6 +5,7 @@ Thin: `accept` checks the key, the body and its shape; a service does the work i
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +20,7 @@ from lunogram_server.http.body import accept, accept_json, body_schema, validati
 from lunogram_server.http.idempotency import respond
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.identity import IdentifierRef
+from lunogram_server.identity.models import stored_size_at_least
 from lunogram_server.organizations import service as organizations
 from lunogram_server.organizations.models import AddMember, Organization, RemoveMember, UpsertOrganization
 from lunogram_server.projects.service import Permission
@@ -30,30 +32,60 @@ router = APIRouter(prefix="/client", tags=["client"])
 PROBLEM = {"description": "problem JSON: `{title, detail, status}`"}
 ERRORS: dict[int | str, dict[str, str]] = {s: PROBLEM for s in (400, 401, 403, 413, 415)}
 DELETE_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM}
+# 404: a repeat under an Idempotency-Key whose profile has been deleted since; 409: a key reused
+UPSERT_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM, 409: PROBLEM}
 
 
 def json_response(text: str, status: int = 200) -> Response:
     return Response(text.encode(), status_code=status, media_type="application/json")
 
 
+def refuse_oversized(request: Request, parts: Iterable[tuple[str, dict[str, Any] | None]]) -> None:
+    """413 for `data` (or `metadata`) that cannot fit LUNOGRAM_MAX_PROFILE_DATA_BYTES even on its own, before
+    it travels to the database (which checks exactly, after merging: identity/sql/limits.sql). A refused
+    5 MB value kept the batch it was in, and the other projects' upserts in it, waiting ~50 ms for
+    PostgreSQL to parse it. A body within the cap cannot hold such a value: nothing is walked then."""
+    cap = request.app.state.settings.limits.max_profile_data_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= cap:
+        return
+    for where, value in parts:
+        size = stored_size_at_least(value) if value else 0
+        if size > cap:
+            raise ProblemError(
+                413,
+                f"{where}: at least {size} bytes once stored; at most {cap} bytes are stored "
+                "(LUNOGRAM_MAX_PROFILE_DATA_BYTES)",
+            )
+
+
+def _profile_parts(body: UpsertUser | UpsertOrganization) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    yield "data", body.data
+    for n, identifier in enumerate(body.identifier):
+        yield f"identifier[{n}].metadata", identifier.metadata
+
+
 @router.post(
     "/users",
     response_model=User,
-    responses=ERRORS,
+    responses=UPSERT_ERRORS,
     openapi_extra=body_schema(UpsertUser),
     summary="Create or update a user",
 )
 async def upsert_user(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertUser)
+    refuse_oversized(request, _profile_parts(body))
+    public = auth.kind == "public"  # answers only what was sent; merges only anonymous-only profiles
 
     async def together() -> Response:
-        return json_response(await users.upsert_together(request.app.state.upserts.users, auth.project_id, body))
+        coalescer = request.app.state.upserts.users
+        return json_response(await users.upsert_together(coalescer, auth.project_id, body, public=public))
 
     async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
         coalescer = request.app.state.upserts.keyed_users
-        return await users.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+        return await users.keyed_upsert_together(coalescer, auth.project_id, key, digest, body, public=public)
 
-    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
+    return await respond(request, auth, unkeyed=together, keyed=keyed)
 
 
 @router.delete(
@@ -73,22 +105,24 @@ async def delete_user(request: Request) -> Response:
 @router.post(
     "/organizations",
     response_model=Organization,
-    responses=ERRORS,
+    responses=UPSERT_ERRORS,
     openapi_extra=body_schema(UpsertOrganization),
     summary="Create or update an organization",
 )
 async def upsert_organization(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertOrganization)
+    refuse_oversized(request, _profile_parts(body))
+    public = auth.kind == "public"
 
     async def together() -> Response:
         coalescer = request.app.state.upserts.organizations
-        return json_response(await organizations.upsert_together(coalescer, auth.project_id, body))
+        return json_response(await organizations.upsert_together(coalescer, auth.project_id, body, public=public))
 
     async def keyed(key: str, digest: bytes) -> tuple[int, str | None]:
         coalescer = request.app.state.upserts.keyed_organizations
-        return await organizations.keyed_upsert_together(coalescer, auth.project_id, key, digest, body)
+        return await organizations.keyed_upsert_together(coalescer, auth.project_id, key, digest, body, public=public)
 
-    return await respond(request, auth.project_id, unkeyed=together, keyed=keyed)
+    return await respond(request, auth, unkeyed=together, keyed=keyed)
 
 
 @router.delete(
@@ -116,12 +150,13 @@ async def delete_organization(request: Request) -> Response:
 )
 async def add_member(request: Request) -> Response:
     auth, body = await accept(request, Permission.WRITE, AddMember)
+    refuse_oversized(request, [("data", body.data)])
 
     async def work(conn: AsyncConnection[Any]) -> Response:
         await organizations.add_member(conn, auth.project_id, body)
         return Response(status_code=200)
 
-    return await respond(request, auth.project_id, work)
+    return await respond(request, auth, work)
 
 
 _MISSING = {
@@ -156,8 +191,11 @@ ACCEPTED: dict[int | str, dict[str, str]] = {
 async def _accept_events(request: Request, kind: Kind) -> Response:
     """Validate the whole batch, then store it in one statement; 202 only after the commit."""
     auth, value = await accept_json(request, Permission.WRITE)
+    declared = request.headers.get("content-length", "")  # exact once the body was read (http/body.py)
     try:
-        batch = ingest.validate_batch(value, request.app.state.settings.limits)
+        batch = ingest.validate_batch(
+            value, request.app.state.settings.limits, int(declared) if declared.isdigit() else None
+        )
     except ingest.ValidationError as exc:
         raise validation_error(exc) from None
     except ingest.BatchError as exc:
@@ -170,7 +208,7 @@ async def _accept_events(request: Request, kind: Kind) -> Response:
         await ingest.enqueue(conn, auth.project_id, kind, batch)
         return Response(status_code=202)
 
-    return await respond(request, auth.project_id, work)
+    return await respond(request, auth, work)
 
 
 @router.post(

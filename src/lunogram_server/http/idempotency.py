@@ -4,6 +4,11 @@ The key's record is inserted first in the write's own transaction: a concurrent 
 waits on that insert until the first commits (then it reads the stored answer) or rolls back (then it does
 the work itself). Records last 24 hours. Refusals (4xx) are not recorded: they stored nothing, so a repeat
 may simply be answered again.
+
+A key belongs to the API key that sent it: the record is stored under `<api key id>:<key>`, so a public
+key's holder cannot occupy (409) or read (replay) a key its project's secret key uses, nor the other way
+round. A repeat of an upsert whose profile has since been deleted (or merged into another) answers 404,
+not what was stored about the profile (identity/sql/profile.sql).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.responses import Response
 
 from lunogram_server.db.retry import run_write
 from lunogram_server.http.problems import ProblemError
+from lunogram_server.projects.service import ApiKeyAuth
 
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
@@ -51,9 +57,14 @@ def remember_body(request: Request, raw: bytes) -> None:
         request.scope[_DIGEST] = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + raw).digest()
 
 
+def scoped_key(auth: ApiKeyAuth, key: str) -> str:
+    """The record's key: the client's key within the API key that sent it."""
+    return f"{auth.key_id}:{key}"
+
+
 async def respond(
     request: Request,
-    project_id: UUID,
+    auth: ApiKeyAuth,
     work: Work | None = None,
     *,
     unkeyed: Unkeyed | None = None,
@@ -66,6 +77,7 @@ async def respond(
     db/coalesce.py; `keyed` keeps the rules above in SQL: identity/sql/profile.sql).
     """
     pool = request.app.state.pool
+    project_id: UUID = auth.project_id
     key = request.headers.get(HEADER)
     if key is None:
         if unkeyed is not None:
@@ -75,8 +87,9 @@ async def respond(
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
         raise ProblemError(400, f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} printable characters")
     digest: bytes = request.scope[_DIGEST]
+    stored_key = scoped_key(auth, key)
     if keyed is not None:
-        status, body = await keyed(key, digest)
+        status, body = await keyed(stored_key, digest)
         if body is None:
             raise ProblemError(409, f"Idempotency-Key: {key!r} was used with a different request")
         return Response(body.encode(), status_code=status, media_type="application/json")
@@ -84,18 +97,20 @@ async def respond(
 
     async def once(conn: AsyncConnection[Any]) -> Response:
         async with conn.transaction():
-            params = {"project_id": project_id, "key": key, "hash": digest, "ttl": TTL}
+            params = {"project_id": project_id, "key": stored_key, "hash": digest, "ttl": TTL}
             await conn.execute(_FORGET_EXPIRED, params)
             claimed = (await conn.execute(_CLAIM, params)).rowcount == 1
             if not claimed:
-                row = await (await conn.execute(_STORED, (project_id, key))).fetchone()
+                row = await (await conn.execute(_STORED, (project_id, stored_key))).fetchone()
                 assert row is not None  # the conflicting record committed before ON CONFLICT returned
                 stored_hash, status, body, content_type = row
                 if bytes(stored_hash) != digest:
                     raise ProblemError(409, f"Idempotency-Key: {key!r} was used with a different request")
                 return Response(bytes(body), status_code=status, media_type=content_type)
             response = await work(conn)
-            await conn.execute(_RECORD, (response.status_code, response.body, response.media_type, project_id, key))
+            await conn.execute(
+                _RECORD, (response.status_code, response.body, response.media_type, project_id, stored_key)
+            )
             return response
 
     return await run_write(pool, once)

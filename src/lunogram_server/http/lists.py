@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -170,9 +171,10 @@ async def import_csv(list_id: UUID, auth: Operator, request: Request) -> Respons
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in ("text/csv", "application/csv"):
         raise ProblemError(415, f"Content-Type: send text/csv, not {media!r}")
-    raw = await read_body(request, request.app.state.settings.limits.max_body_bytes)
-    try:
-        parsed = imports.parse(raw)
+    limits = request.app.state.settings.limits
+    raw = await read_body(request, limits.max_body_bytes)
+    try:  # CPU-bound (a file of up to LUNOGRAM_MAX_BODY_BYTES): in a thread, never on the event loop
+        parsed = await asyncio.to_thread(imports.parse, raw, limits.max_profile_data_bytes)
     except imports.BadFile as exc:
         raise ProblemError(400, str(exc)) from None
     async with request.app.state.pool.connection() as conn, conn.transaction():

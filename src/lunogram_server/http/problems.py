@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from lunogram_server.db.outage import RETRY_AFTER_SECONDS, Throttle, database_unavailable
+from lunogram_server.db.refusals import Refused, refusal
 from lunogram_server.db.retry import COLLISIONS
 
 log = structlog.get_logger("lunogram.http")
@@ -184,8 +185,12 @@ def install_handlers(app: FastAPI) -> None:
             return problem_response(405, detail, headers={**(exc.headers or {}), "Allow": allowed_methods(request)})
         return problem_response(exc.status_code, detail, headers=exc.headers)
 
-    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(Refused)
+    @app.exception_handler(psycopg.Error)
     async def _database(request: Request, exc: Exception) -> Response:
+        refused = refusal(exc)  # a write refused by a limit the database enforces (db/refusals.py)
+        if refused is not None:
+            return problem_response(refused.status, refused.detail)
         if database_unavailable(exc):
             return unavailable_response(request, exc)
         return await _unexpected(request, exc)

@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 from starlette.responses import Response
 
 from lunogram_server.db.retry import run_write
+from lunogram_server.events.ingest import BatchError, check_data_size
 from lunogram_server.events.models import Kind
 from lunogram_server.http.body import accept, body_schema
 from lunogram_server.http.client import DELETE_ERRORS, ERRORS, json_response
@@ -24,7 +25,13 @@ router = APIRouter(prefix="/client", tags=["client"])
 
 async def _upsert(request: Request, kind: Kind) -> Response:
     auth, body = await accept(request, Permission.WRITE, UpsertSchedule)
-    limit = request.app.state.settings.limits.max_name_length
+    limits = request.app.state.settings.limits
+    limit = limits.max_name_length
+    if body.data:  # each firing is an event with this data: the event data cap applies
+        try:
+            check_data_size(body.data, limits, "data")
+        except BatchError as exc:
+            raise ProblemError(exc.status, exc.detail) from None
 
     async def work(conn: AsyncConnection[Any]) -> Response:
         try:
@@ -33,7 +40,7 @@ async def _upsert(request: Request, kind: Kind) -> Response:
             raise ProblemError(400, str(exc)) from None
         return json_response(accepted.model_dump_json(), status=202)
 
-    return await respond(request, auth.project_id, work)
+    return await respond(request, auth, work)
 
 
 async def _delete(request: Request, kind: Kind) -> Response:

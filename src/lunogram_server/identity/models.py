@@ -52,3 +52,21 @@ class IdentifierRef(StrictModel):
     """`{identifier: [...]}`: how deletes and memberships name their target."""
 
     identifier: Identifiers
+
+
+def stored_size_at_least(value: Any) -> int:
+    """A lower bound of the bytes `value` takes as stored jsonb: the characters of its keys and strings (each
+    stored as at least one byte, unescaped). Cheap, so that data sure to exceed its cap is refused before it
+    travels to the database, where the exact check is (identity/sql/limits.sql)."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += sum(len(key) for key in item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total

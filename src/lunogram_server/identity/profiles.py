@@ -3,6 +3,11 @@ ones: db/coalesce.py), delete and the admin read.
 
 Each kind keeps its own `sql/queries.sql` with the queries `delete`, `id_by_identifier` and
 `detail_by_id`; this class runs them the same way for both.
+
+An upsert for a public key (`public=True`) answers only what the request sent and may merge only
+anonymous-only profiles into one identified one (identity/sql/profile.sql, resolve.sql). An upsert the
+database refuses (data over its cap, a merge a public key may not make) raises `Refused`; it changed
+nothing, and the other upserts committed with it are not affected.
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ from pydantic import BaseModel
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.db.coalesce import Coalescer
+from lunogram_server.db.refusals import Refused
 from lunogram_server.identity.models import ExternalID, normalize
+
+
+def _answer(text: str) -> str:
+    """A batch's answer for one upsert: the profile's JSON, or a refusal `[status, detail]` (batch.sql)."""
+    if text.startswith("["):
+        status, detail = orjson.loads(text)
+        raise Refused(int(status), str(detail))
+    return text
 
 
 class ProfileQueries:
@@ -36,10 +50,13 @@ class ProfileQueries:
     def upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
         return Coalescer(pool, self.upsert_function, slots=slots, max_batch=max_batch, order=_lock_order)
 
-    async def upsert_together(self, coalescer: Coalescer, project_id: UUID, body: BaseModel) -> str:
-        """One upsert in its own commit, shared with concurrent ones (db/coalesce.py)."""
+    async def upsert_together(
+        self, coalescer: Coalescer, project_id: UUID, body: BaseModel, *, public: bool = False
+    ) -> str:
+        """One upsert in its own commit, shared with concurrent ones (db/coalesce.py); Refused if refused."""
         identifiers, fields = self.upsert_arguments(body)
-        return await coalescer.call(project_id, identifiers, fields)
+        flag = (True,) if public else ()  # the SQL reads an absent flag as false: secret keys send less
+        return _answer(await coalescer.call(project_id, identifiers, fields, *flag))
 
     def keyed_upsert_coalescer(self, pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
         return Coalescer(
@@ -47,16 +64,27 @@ class ProfileQueries:
             self.keyed_upsert_function,
             slots=slots,
             max_batch=max_batch,
-            order=lambda arguments: _lock_order([arguments[0], arguments[3], arguments[4]]),
+            order=lambda arguments: _lock_order([arguments[0], arguments[3]]),
         )
 
     async def keyed_upsert_together(
-        self, coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: BaseModel
+        self,
+        coalescer: Coalescer,
+        project_id: UUID,
+        key: str,
+        digest: bytes,
+        body: BaseModel,
+        *,
+        public: bool = False,
     ) -> tuple[int, str | None]:
         """An upsert under an Idempotency-Key, committed with concurrent ones: (status, body); 409 and None
-        when the key was used with another request."""
+        when the key was used with another request; Refused if refused (the key is then not remembered) or
+        if the profile the key's first request wrote no longer exists (404)."""
         identifiers, fields = self.upsert_arguments(body)
-        answer = orjson.loads(await coalescer.call(project_id, key, digest.hex(), identifiers, fields))
+        flag = (True,) if public else ()
+        answer = orjson.loads(await coalescer.call(project_id, key, digest.hex(), identifiers, fields, *flag))
+        if "problem" in answer:
+            raise Refused(int(answer["status"]), str(answer["problem"]))
         return int(answer["status"]), answer["body"]
 
     async def delete(self, conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:
@@ -87,5 +115,5 @@ class ProfileQueries:
 
 def _lock_order(arguments: list[Any]) -> tuple[str, list[tuple[str, str]]]:
     """Upserts of a batch in project and identifier order: resolution locks identifiers in that order."""
-    project_id, identifiers, _ = arguments
+    project_id, identifiers = arguments[0], arguments[1]
     return str(project_id), sorted((i["source"], i["external_id"]) for i in identifiers)

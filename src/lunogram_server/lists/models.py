@@ -16,23 +16,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
 class CreateList(_Strict):
     """A list with `rule` is rule-based (members are who the rule matches); without, static."""
 
     name: str = Field(min_length=1, max_length=255)
     rule: Node | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    _name_not_blank = field_validator("name")(_not_blank)
 
 
 class UpdateList(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     rule: Node | None = None
+
+    _name_not_blank = field_validator("name")(_not_blank)
 
 
 class MemberChange(_Strict):

@@ -28,7 +28,8 @@ USER_COLUMNS = ("email", "phone", "timezone", "locale")
 ORGANIZATION_COLUMNS = ("name",)
 _PATH = re.compile(r"^data(\.[^.\x00]{1,128}){1,8}$")
 MAX_DEPTH = 8
-MAX_NODES = 200
+MAX_NODES = 200  # conditions, groups and each `where` condition of event and organization conditions
+MAX_VALUES = 1000  # values of all `in` lists of a rule together
 
 
 class _Rule(BaseModel):
@@ -69,8 +70,10 @@ class Property(_Rule):
             if self.window is None:
                 raise ValueError(f"window: op {self.op!r} needs a window ({{value, unit}})")
         elif self.op == "in":
-            if not isinstance(self.value, list) or not self.value or len(self.value) > 1000:
-                raise ValueError("value: op 'in' needs a list of 1 to 1000 values")
+            if not isinstance(self.value, list) or not self.value or len(self.value) > MAX_VALUES:
+                raise ValueError(f"value: op 'in' needs a list of 1 to {MAX_VALUES} values")
+            if any(v is None for v in self.value):
+                raise ValueError("value: op 'in' compares values, not null (use not_exists for absence)")
         elif self.op in ("gt", "gte", "lt", "lte"):
             if isinstance(self.value, bool) or not isinstance(self.value, int | float):
                 raise ValueError(f"value: op {self.op!r} needs a number")
@@ -140,41 +143,51 @@ def _timestamp(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def check_tree(root: Node) -> list[UUID]:
+def check_tree(root: Node, path: str = "rule") -> list[UUID]:
     """Limits pydantic cannot state (depth, size, field names); returns the lists the rule refers to.
-    Raises ValueError naming the node's path (`rules[1].rules[0].path`)."""
+    Raises ValueError naming the node by its path from `path` (`rule.rules[1].rules[0].path`).
+
+    Every condition counts toward MAX_NODES, those in an event's or organization's `where` too: each is
+    evaluated for every user the rule is evaluated for (a rule of 200 event conditions with 20 `where`
+    conditions each, 5 MB, cost 3.2 s per matching event before they counted)."""
     referenced: list[UUID] = []
-    count = 0
+    count = values = 0
+
+    def counted(condition: Node, where: str) -> None:
+        nonlocal count, values
+        count += 1
+        if count > MAX_NODES:
+            raise ValueError(f"{path}: more than {MAX_NODES} conditions (`where` conditions count too), at {where}")
+        if isinstance(condition, Property) and condition.op == "in":
+            values += len(condition.value)
+            if values > MAX_VALUES:
+                raise ValueError(f"{path}: more than {MAX_VALUES} values in `in` lists in all, at {where}")
 
     def walk(node: Node, where: str, depth: int) -> None:
-        nonlocal count
-        count += 1
         if depth > MAX_DEPTH:
-            raise ValueError(f"{where or 'rule'}: groups nest deeper than {MAX_DEPTH} levels")
-        if count > MAX_NODES:
-            raise ValueError(f"rule: more than {MAX_NODES} conditions")
+            raise ValueError(f"{where}: groups nest deeper than {MAX_DEPTH} levels")
+        counted(node, where)
         if isinstance(node, Group):
             for n, child in enumerate(node.rules):
-                walk(child, f"{where}{'.' if where else ''}rules[{n}]", depth + 1)
+                walk(child, f"{where}.rules[{n}]", depth + 1)
         elif isinstance(node, Property):
-            _check_path(node.path, USER_COLUMNS, f"{where}.path" if where else "path")
-        elif isinstance(node, Organization):
+            _check_path(node.path, USER_COLUMNS, f"{where}.path")
+        elif isinstance(node, Organization | Event):
+            columns = ORGANIZATION_COLUMNS if isinstance(node, Organization) else ()
             for n, condition in enumerate(node.where):
-                _check_path(condition.path, ORGANIZATION_COLUMNS, f"{where}.where[{n}].path")
-        elif isinstance(node, Event):
-            for n, condition in enumerate(node.where):
-                _check_path(condition.path, (), f"{where}.where[{n}].path")
+                counted(condition, f"{where}.where[{n}]")
+                _check_path(condition.path, columns, f"{where}.where[{n}].path")
         elif isinstance(node, ListMembership):
             referenced.append(node.list_id)
 
-    walk(root, "", 1)
+    walk(root, path, 1)
     return referenced
 
 
 def _check_path(path: str, columns: tuple[str, ...], where: str) -> None:
     if path not in columns and not _PATH.match(path):
-        named = ", ".join(columns) + (", " if columns else "")
-        raise ValueError(f"{where}: must be {named}or data.<key>[.<key>...] (up to 8 keys)")
+        named = ", ".join(columns) + ", or " if columns else ""
+        raise ValueError(f"{where}: must be {named}data.<key>[.<key>...] (up to 8 keys)")
 
 
 _INTERVAL_ARG = {"minutes": "mins", "hours": "hours", "days": "days", "weeks": "weeks", "months": "months"}
@@ -243,9 +256,13 @@ def compile_property(alias: str, rule: Property) -> sql.Composable:
     return sql.SQL("coalesce({} BETWEEN {} AND {} + {}, false)").format(moment, NOW, NOW, _interval(rule.window))
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: Any) -> str | None:
+    """A value as a text column would hold it; None (SQL NULL, equal to nothing) for null, objects and
+    arrays, which no column holds: never Python's `None` or `{'a': 1}` spelled out."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None or isinstance(value, dict | list):
+        return None
     return str(value)
 
 

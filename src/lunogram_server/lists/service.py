@@ -33,9 +33,9 @@ _NO_RULE: dict[str, Any] = {
 async def _rule_params(conn: AsyncConnection[Any], project_id: UUID, rule: Node, own_id: UUID | None) -> dict[str, Any]:
     """The columns a rule sets, once it is known to be savable (RuleError otherwise)."""
     try:
-        referenced = check_tree(rule)
+        referenced = check_tree(rule, "rule")
     except ValueError as exc:
-        raise RuleError(f"rule.{exc}") from None
+        raise RuleError(str(exc)) from None
     if own_id is not None and own_id in referenced:
         raise RuleError(f"rule: list {own_id} cannot refer to itself")
     if referenced:
@@ -43,6 +43,8 @@ async def _rule_params(conn: AsyncConnection[Any], project_id: UUID, rule: Node,
         known = {row[0] for row in await cursor.fetchall()}
         for missing in (r for r in referenced if r not in known):
             raise RuleError(f"rule: list {missing} does not exist in this project")
+        if own_id is not None:
+            await _refuse_cycle(conn, project_id, own_id, referenced)
     return {
         "rule": Jsonb(rule.model_dump(mode="json", exclude_none=True)),
         "event_names": sorted(event_names(rule)),
@@ -50,6 +52,32 @@ async def _rule_params(conn: AsyncConnection[Any], project_id: UUID, rule: Node,
         "uses_profile": uses_profile(rule),
         "referenced_lists": referenced,
     }
+
+
+async def _refuse_cycle(conn: AsyncConnection[Any], project_id: UUID, own_id: UUID, referenced: list[UUID]) -> None:
+    """RuleError naming the cycle when a list `own_id` refers to would, through the lists they refer to,
+    refer back to it (A = member of B, B = not member of A: no membership satisfies both). A new list
+    cannot close a cycle (no rule refers to it yet), so only a changed rule is checked. Breadth first, one
+    query per level of references, each list visited once."""
+    via: dict[UUID, UUID] = dict.fromkeys(referenced, own_id)  # list -> the list that refers to it
+    frontier = list(via)
+    while frontier:
+        cursor = await conn.execute(Q["references_of"], {"project_id": project_id, "ids": frontier})
+        frontier = []
+        for list_id, refers_to in await cursor.fetchall():
+            for target in refers_to or ():
+                if target == own_id:
+                    chain = [list_id]
+                    while via[chain[-1]] != own_id:
+                        chain.append(via[chain[-1]])
+                    path = " -> ".join(str(x) for x in [own_id, *reversed(chain), own_id])
+                    raise RuleError(
+                        f"rule: lists would refer to each other in a cycle ({path}); a list cannot "
+                        "depend on itself, directly or through other lists"
+                    )
+                if target not in via:
+                    via[target] = list_id
+                    frontier.append(target)
 
 
 async def create(conn: AsyncConnection[Any], project_id: UUID, body: CreateList) -> str:
@@ -80,6 +108,8 @@ async def update(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, bo
         if body.rule is not None:
             if kind == "static":
                 raise RuleError("rule: a static list has no rule (create a rule list instead)")
+            # one rule change at a time per project: two concurrent changes could each close half a cycle
+            await conn.execute(Q["lock_rules"], {"project_id": project_id})
             rule = await _rule_params(conn, project_id, body.rule, list_id)
         params = {
             "project_id": project_id,

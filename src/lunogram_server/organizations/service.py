@@ -26,9 +26,12 @@ def upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: i
     return _profiles.upsert_coalescer(pool, slots=slots, max_batch=max_batch)
 
 
-async def upsert_together(coalescer: Coalescer, project_id: UUID, body: UpsertOrganization) -> str:
-    """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py)."""
-    return await _profiles.upsert_together(coalescer, project_id, body)
+async def upsert_together(
+    coalescer: Coalescer, project_id: UUID, body: UpsertOrganization, *, public: bool = False
+) -> str:
+    """An upsert without an Idempotency-Key: committed together with concurrent ones (db/coalesce.py).
+    `public`: a public key's (identity/profiles.py); raises Refused when refused."""
+    return await _profiles.upsert_together(coalescer, project_id, body, public=public)
 
 
 def keyed_upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_batch: int) -> Coalescer:
@@ -36,10 +39,10 @@ def keyed_upsert_coalescer(pool: AsyncConnectionPool[Any], *, slots: int, max_ba
 
 
 async def keyed_upsert_together(
-    coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: UpsertOrganization
+    coalescer: Coalescer, project_id: UUID, key: str, digest: bytes, body: UpsertOrganization, *, public: bool = False
 ) -> tuple[int, str | None]:
     """An upsert under an Idempotency-Key, committed together with concurrent ones."""
-    return await _profiles.keyed_upsert_together(coalescer, project_id, key, digest, body)
+    return await _profiles.keyed_upsert_together(coalescer, project_id, key, digest, body, public=public)
 
 
 async def delete(conn: AsyncConnection[Any], project_id: UUID, identifiers: list[ExternalID]) -> int:

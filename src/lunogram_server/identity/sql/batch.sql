@@ -1,8 +1,10 @@
 -- Many upserts in one call, as db/coalesce.py commits them together (a template like profile.sql; also
 -- {on_change_many}: a statement run for the profiles v_changed of the projects v_changed_projects).
 --
--- p_items is a JSON array of [project, identifiers, fields], the arguments of lunogram_upsert_{entity};
--- the result is each item's answer (the profile's JSON as text), in item order.
+-- p_items is a JSON array of [project, identifiers, fields, public?], the arguments of
+-- lunogram_upsert_{entity} (public: a public key's upsert, false when absent); the result is each item's
+-- answer in item order: the profile's JSON as text, or a refusal [status, detail] (limits.sql: data over
+-- its cap, a merge a public key may not make), which changed nothing and leaves the other items done.
 --
 -- Why: inside a function each statement costs tens of microseconds to start, as much as the work of a
 -- one-row upsert, and an upsert through lunogram_upsert_{entity} runs eight or so. The common items, one
@@ -31,6 +33,7 @@ DECLARE
     v_changed_projects uuid[];
     v_answers text[] := array_fill(NULL::text, ARRAY[jsonb_array_length(p_items)]);
     v_item record;
+    v_max integer := lunogram_max_profile_data_bytes();
 BEGIN
     SELECT array_agg(t.n), array_agg((t.item ->> 0)::uuid), array_agg(t.item -> 1 -> 0 ->> 'source'),
            array_agg(t.item -> 1 -> 0 ->> 'external_id'), array_agg(t.item -> 2)
@@ -45,7 +48,8 @@ BEGIN
     -- Known profiles: lock them in id order, apply the fields (null clears, omitted keeps, data merges at
     -- the top level), count a version only when something changed. A profile named by two items is done
     -- here for the first only. A profile merged away or deleted while we waited for its lock is not
-    -- returned by the lock, and its item goes one by one.
+    -- returned by the lock, and its item goes one by one; so does an item whose merged data would exceed
+    -- the cap (limits.sql), to be refused there.
     WITH named AS (
         SELECT DISTINCT ON (y.id) s.n, y.id, s.fields
         FROM unnest(v_n, v_project, v_source, v_external, v_fields) AS s(n, project, source, external_id, fields),
@@ -54,14 +58,16 @@ BEGIN
                       OFFSET 0) AS y
         ORDER BY y.id, s.n
     ), locked AS (
-        SELECT named.n, l.old, named.fields
+        SELECT named.n, l.old, named.fields,
+               CASE WHEN jsonb_typeof(named.fields -> 'data') = 'object'
+                    THEN (l.old).data || (named.fields -> 'data') END AS data
         FROM named, LATERAL (SELECT e AS old FROM {entities} AS e WHERE e.id = named.id FOR NO KEY UPDATE) AS l
     ), applied AS (
         SELECT l.n, l.old, jsonb_populate_record(l.old, (l.fields - 'data') || CASE
-                   WHEN jsonb_typeof(l.fields -> 'data') = 'object'
-                   THEN jsonb_build_object('data', (l.old).data || (l.fields -> 'data'))
+                   WHEN l.data IS NOT NULL THEN jsonb_build_object('data', l.data)
                    ELSE jsonb_build_object() END) AS new
         FROM locked AS l
+        WHERE l.data IS NULL OR pg_column_size(l.data) <= v_max
     ), updated AS (
         UPDATE {entities} AS e
         SET ({settable}) = (SELECT {settable} FROM (SELECT (a.new).*) AS x),
@@ -81,18 +87,20 @@ BEGIN
     v_changed_projects := coalesce(v_changed_projects, ARRAY[]::uuid[]);
 
     -- No one yet: the first item naming each such identifier creates its profile, under the identifier's
-    -- advisory lock (taken for the whole batch in one order), if the identifier still names no one then.
+    -- advisory lock (taken for the whole batch in one order), if the identifier still names no one then
+    -- and its data fits under the cap (else it goes one by one, to be refused there).
     -- Checked before the locks too, so that no identifier of a profile locked above is advisory-locked
     -- after its row (a resolution takes them the other way round: that order would deadlock).
     SELECT array_agg(f.n) INTO v_fresh
     FROM (
         SELECT DISTINCT ON (s.project, s.source, s.external_id) s.*
-        FROM unnest(v_n, v_project, v_source, v_external) AS s(n, project, source, external_id)
+        FROM unnest(v_n, v_project, v_source, v_external, v_fields) AS s(n, project, source, external_id, fields)
         WHERE s.n <> ALL (v_done)
         ORDER BY s.project, s.source, s.external_id, s.n
     ) AS f
     WHERE (SELECT 1 FROM {identifiers} AS y
-           WHERE y.project_id = f.project AND y.source = f.source AND y.external_id = f.external_id) IS NULL;
+           WHERE y.project_id = f.project AND y.source = f.source AND y.external_id = f.external_id) IS NULL
+      AND (jsonb_typeof(f.fields -> 'data') IS DISTINCT FROM 'object' OR pg_column_size(f.fields -> 'data') <= v_max);
 
     IF v_fresh IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(k.h)
@@ -132,30 +140,45 @@ BEGIN
         {on_change_many};
     END IF;
 
-    -- Each answer as of its own write: the set path's now, before the others run.
+    -- Each answer as of its own write: the set path's now, before the others run. A public key's gets the
+    -- shape that discloses nothing the request did not send (profile.sql).
     FOR v_item IN
-        SELECT d.n, lunogram_{entity}_json(d.id)::text AS body FROM unnest(v_done, v_ids) AS d(n, id)
+        SELECT d.n, CASE WHEN (t.item ->> 3)::boolean
+                         THEN lunogram_{entity}_public_json(d.id, t.item -> 1, t.item -> 2)
+                         ELSE lunogram_{entity}_json(d.id) END::text AS body
+        FROM unnest(v_done, v_ids) AS d(n, id), LATERAL (SELECT p_items -> (d.n::integer - 1) AS item) AS t
     LOOP
         v_answers[v_item.n] := v_item.body;
     END LOOP;
+    -- One by one, each in a subtransaction of its own (a BEGIN ... EXCEPTION block): an item refused by a
+    -- limit (limits.sql) is undone alone and answered with its refusal; the batch, and every other item,
+    -- goes on. (At most LUNOGRAM_UPSERT_MAX_BATCH subtransactions per batch, 64 by default: PostgreSQL keeps
+    -- up to 64 per transaction in shared memory, past that other sessions' snapshots get slower.)
     FOR v_item IN
-        SELECT t.n, (t.item ->> 0)::uuid AS project, t.item -> 1 AS identifiers, t.item -> 2 AS fields
+        SELECT t.n, (t.item ->> 0)::uuid AS project, t.item -> 1 AS identifiers, t.item -> 2 AS fields,
+               coalesce((t.item ->> 3)::boolean, false) AS public
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(item, n)
         WHERE t.n <> ALL (v_done)
         ORDER BY t.n
     LOOP
-        v_answers[v_item.n] := lunogram_upsert_{entity}(v_item.project, v_item.identifiers, v_item.fields)::text;
+        BEGIN
+            v_answers[v_item.n] := lunogram_upsert_{entity}(
+                v_item.project, v_item.identifiers, v_item.fields, v_item.public)::text;
+        EXCEPTION WHEN SQLSTATE '22LN1' OR SQLSTATE '42LN3' THEN
+            v_answers[v_item.n] := lunogram_refusal(SQLSTATE, SQLERRM)::text;
+        END;
     END LOOP;
     RETURN QUERY SELECT a.body FROM unnest(v_answers) WITH ORDINALITY AS a(body, n) ORDER BY a.n;
 END
 $fn$;
 
 -- Keyed upserts in one call (the Python SDK sends an Idempotency-Key with each). p_items is a JSON array of
--- [project, key, request hash (hex), identifiers, fields]; each answer is what lunogram_keyed_upsert_{entity}
--- would answer (http/idempotency.py has the rules). The first item under each key claims it if the key is
--- free; the claimed items are upserted together by lunogram_upsert_{entities} and their answers stored, in
--- this transaction. Every other item (a key seen before, maybe expired, or used twice in this batch) then
--- goes one by one through lunogram_keyed_upsert_{entity}: the stored answer, 409, or a fresh upsert.
+-- [project, key, request hash (hex), identifiers, fields, public?]; each answer is what
+-- lunogram_keyed_upsert_{entity} would answer (http/idempotency.py has the rules). The first item under each
+-- key claims it if the key is free; the claimed items are upserted together by lunogram_upsert_{entities}
+-- and their answers stored, in this transaction; a refused one releases its key (a refusal is not
+-- remembered). Every other item (a key seen before, maybe expired, or used twice in this batch) then goes
+-- one by one through lunogram_keyed_upsert_{entity}: the stored answer, 409, or a fresh upsert.
 -- Joins only as index probes (the SET below): the keys table is large, and a new database's statistics say
 -- it is empty.
 CREATE OR REPLACE FUNCTION lunogram_keyed_upsert_{entities}(p_items jsonb)
@@ -187,20 +210,34 @@ BEGIN
         v_bodies := ARRAY(
             SELECT r.body
             FROM lunogram_upsert_{entities}((
-                     SELECT jsonb_agg(jsonb_build_array(t.item -> 0, t.item -> 3, t.item -> 4) ORDER BY t.n)
+                     SELECT jsonb_agg(jsonb_build_array(t.item -> 0, t.item -> 3, t.item -> 4, t.item -> 5)
+                                      ORDER BY t.n)
                      FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(item, n)
                      WHERE t.n = ANY (v_claimed))) WITH ORDINALITY AS r(body, k)
             ORDER BY r.k);
+        -- a profile's answer is a JSON object, a refusal an array (lunogram_refusal)
         UPDATE idempotency_keys AS k
         SET status = 200, body = convert_to(b.body, 'UTF8'), content_type = 'application/json'
         FROM (
             SELECT (t.item ->> 0)::uuid AS project, t.item ->> 1 AS key, c.body
             FROM unnest(v_claimed, v_bodies) AS c(n, body),
                  LATERAL (SELECT p_items -> (c.n::integer - 1) AS item) AS t
+            WHERE left(c.body, 1) <> '['
+        ) AS b
+        WHERE k.project_id = b.project AND k.key = b.key;
+        DELETE FROM idempotency_keys AS k
+        USING (
+            SELECT (t.item ->> 0)::uuid AS project, t.item ->> 1 AS key
+            FROM unnest(v_claimed, v_bodies) AS c(n, body),
+                 LATERAL (SELECT p_items -> (c.n::integer - 1) AS item) AS t
+            WHERE left(c.body, 1) = '['
         ) AS b
         WHERE k.project_id = b.project AND k.key = b.key;
         FOR v_item IN SELECT c.n, c.body FROM unnest(v_claimed, v_bodies) AS c(n, body) LOOP
-            v_answers[v_item.n] := jsonb_build_object('status', 200, 'body', v_item.body)::text;
+            v_answers[v_item.n] := CASE
+                WHEN left(v_item.body, 1) = '['
+                THEN jsonb_build_object('status', v_item.body::jsonb -> 0, 'problem', v_item.body::jsonb -> 1)
+                ELSE jsonb_build_object('status', 200, 'body', v_item.body) END::text;
         END LOOP;
     END IF;
 
@@ -210,7 +247,8 @@ BEGIN
         ORDER BY t.n
     LOOP
         v_answers[v_item.n] := lunogram_keyed_upsert_{entity}(
-            (v_item.item ->> 0)::uuid, v_item.item ->> 1, v_item.item ->> 2, v_item.item -> 3, v_item.item -> 4)::text;
+            (v_item.item ->> 0)::uuid, v_item.item ->> 1, v_item.item ->> 2, v_item.item -> 3, v_item.item -> 4,
+            coalesce((v_item.item ->> 5)::boolean, false))::text;
     END LOOP;
     RETURN QUERY SELECT a.body FROM unnest(v_answers) WITH ORDINALITY AS a(body, n) ORDER BY a.n;
 END

@@ -3,10 +3,43 @@
 -- profile changed). Each call is one statement, hence one transaction and one round trip; inside, every
 -- statement sees the previous one's writes, which a single multi-CTE statement would not.
 
+-- What a public key's upsert answers (docs/api.md "Public keys"): the API's shape, but nothing stored
+-- that the request did not send: the profile's id, project and version and its timestamps, the identifiers
+-- sent (with their ids and timestamps, and the metadata sent), the fields sent that have a value (a field
+-- without a value is omitted, as in the full answer), `data` as sent. Built from the request, so it costs
+-- less than the full answer: no stored data, no other identifiers are read.
+CREATE OR REPLACE FUNCTION lunogram_{entity}_public_json(p_id uuid, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE sql STABLE AS $fn$
+    SELECT jsonb_build_object(
+        'id', e.id,
+        'project_id', e.project_id,
+        'identifier', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', y.id, 'source', y.source, 'external_id', y.external_id,
+                       'metadata', coalesce(s.value -> 'metadata', jsonb_build_object()),
+                       'created_at', y.created_at, 'updated_at', y.updated_at)
+                   ORDER BY y.created_at, y.id)
+            FROM jsonb_array_elements(p_identifiers) AS s,
+                 LATERAL (SELECT * FROM {identifiers} AS x
+                          WHERE x.project_id = e.project_id AND x.source = s.value ->> 'source'
+                            AND x.external_id = s.value ->> 'external_id' AND x.{entity}_id = e.id
+                          OFFSET 0) AS y), '[]'::jsonb),
+        'data', CASE WHEN jsonb_typeof(p_fields -> 'data') = 'object' THEN p_fields -> 'data'
+                     ELSE jsonb_build_object() END,
+        'version', e.version,
+        'created_at', e.created_at,
+        'updated_at', e.updated_at)
+        || jsonb_strip_nulls(coalesce(p_fields, jsonb_build_object()) - 'data')
+    FROM {entities} AS e WHERE e.id = p_id
+$fn$;
+
 -- Upsert: resolve (create / attach / merge), then apply the fields present in p_fields: a field given as
--- null clears it, an omitted one keeps its value, `data` merges into the stored data at the top level.
--- version goes up by one when anything changed, and only then. Returns the API's JSON for the profile.
-CREATE OR REPLACE FUNCTION lunogram_upsert_{entity}(p_project uuid, p_identifiers jsonb, p_fields jsonb)
+-- null clears it, an omitted one keeps its value, `data` merges into the stored data at the top level
+-- (refused, 22LN1, when the merged data would exceed LUNOGRAM_MAX_PROFILE_DATA_BYTES). version goes up by
+-- one when anything changed, and only then. Returns the API's JSON for the profile; for a public key's
+-- upsert (p_public) what lunogram_{entity}_public_json answers, and a merge only as resolve allows it.
+CREATE OR REPLACE FUNCTION lunogram_upsert_{entity}(
+    p_project uuid, p_identifiers jsonb, p_fields jsonb, p_public boolean)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     v_id uuid;
@@ -27,10 +60,11 @@ BEGIN
     END IF;
     IF v_old.id IS NULL THEN
         SELECT entity_id, changed, created INTO v_id, v_changed, v_created
-        FROM lunogram_resolve_{entity}(p_project, p_identifiers, true, p_fields);
+        FROM lunogram_resolve_{entity}(p_project, p_identifiers, true, p_fields, p_public);
         IF v_created THEN  -- with p_fields: nothing left to apply
             {on_change};
-            RETURN lunogram_{entity}_json(v_id);
+            RETURN CASE WHEN p_public THEN lunogram_{entity}_public_json(v_id, p_identifiers, p_fields)
+                        ELSE lunogram_{entity}_json(v_id) END;
         END IF;
         SELECT * INTO v_old FROM {entities} WHERE id = v_id FOR NO KEY UPDATE;
     ELSE
@@ -41,7 +75,7 @@ BEGIN
     -- from it can only touch those columns
     v_new := jsonb_populate_record(v_old, p_fields - 'data');
     IF jsonb_typeof(p_fields -> 'data') = 'object' THEN
-        v_new.data := v_old.data || (p_fields -> 'data');
+        v_new.data := lunogram_checked_data(v_old.data || (p_fields -> 'data'), 'data');
     END IF;
 
     IF v_changed OR v_new IS DISTINCT FROM v_old THEN
@@ -50,8 +84,15 @@ BEGIN
         UPDATE {entities} SET ({columns}) = (SELECT {columns} FROM (SELECT (v_new).*) AS n) WHERE id = v_id;
         {on_change};
     END IF;
-    RETURN lunogram_{entity}_json(v_id);
+    RETURN CASE WHEN p_public THEN lunogram_{entity}_public_json(v_id, p_identifiers, p_fields)
+                ELSE lunogram_{entity}_json(v_id) END;
 END
+$fn$;
+
+-- The same for the callers that are not a public key's upsert (CSV imports).
+CREATE OR REPLACE FUNCTION lunogram_upsert_{entity}(p_project uuid, p_identifiers jsonb, p_fields jsonb)
+RETURNS jsonb LANGUAGE sql AS $fn$
+    SELECT lunogram_upsert_{entity}(p_project, p_identifiers, p_fields, false)
 $fn$;
 
 -- Delete every profile the identifiers name; returns how many were deleted (0 -> 404).
@@ -80,14 +121,18 @@ $fn$;
 
 -- An upsert under an Idempotency-Key (http/idempotency.py has the rules), in one call so that keyed upserts
 -- can be committed together like the others (db/coalesce.py): the first call with a key upserts and stores
--- its answer; a repeat gets the stored answer; another request under the key gets status 409. Returns
--- an object with status and body (the profile JSON as text, or null for the 409).
+-- its answer; a repeat gets the stored answer; another request under the key gets status 409. Returns an
+-- object with status and body (the profile JSON as text, or null for the 409), or with status and problem
+-- (the detail of a 4xx): a refused upsert (limits.sql) releases its key, a refusal is not remembered; a
+-- repeat whose profile no longer exists (deleted, or merged into another, since) answers 404 rather than
+-- what was stored about it. p_key is already scoped to the API key that sent it (http/idempotency.py).
 CREATE OR REPLACE FUNCTION lunogram_keyed_upsert_{entity}(
-    p_project uuid, p_key text, p_hash text, p_identifiers jsonb, p_fields jsonb)
+    p_project uuid, p_key text, p_hash text, p_identifiers jsonb, p_fields jsonb, p_public boolean)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
     v_hash bytea := decode(p_hash, 'hex');
     v_stored idempotency_keys%ROWTYPE;
+    v_id uuid;
     v_body jsonb;
 BEGIN
     DELETE FROM idempotency_keys
@@ -100,9 +145,22 @@ BEGIN
         IF v_stored.request_hash <> v_hash THEN
             RETURN jsonb_build_object('status', 409, 'body', NULL);
         END IF;
+        IF v_stored.status = 200 THEN
+            v_id := (convert_from(v_stored.body, 'UTF8')::jsonb ->> 'id')::uuid;
+            IF NOT EXISTS (SELECT 1 FROM {entities} WHERE id = v_id) THEN
+                RETURN jsonb_build_object('status', 404, 'problem', format(
+                    'Idempotency-Key: the %s this key''s request wrote (%s) no longer exists: it was deleted or '
+                    'merged into another since; send the request again under a new key', '{entity}', v_id));
+            END IF;
+        END IF;
         RETURN jsonb_build_object('status', v_stored.status, 'body', convert_from(v_stored.body, 'UTF8'));
     END IF;
-    v_body := lunogram_upsert_{entity}(p_project, p_identifiers, p_fields);
+    BEGIN
+        v_body := lunogram_upsert_{entity}(p_project, p_identifiers, p_fields, p_public);
+    EXCEPTION WHEN SQLSTATE '22LN1' OR SQLSTATE '42LN3' THEN
+        DELETE FROM idempotency_keys WHERE project_id = p_project AND key = p_key;
+        RETURN lunogram_refusal_answer(SQLSTATE, SQLERRM);
+    END;
     UPDATE idempotency_keys SET status = 200, body = convert_to(v_body::text, 'UTF8'),
                                 content_type = 'application/json'
     WHERE project_id = p_project AND key = p_key;

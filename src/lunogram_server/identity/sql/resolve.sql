@@ -3,19 +3,24 @@
 -- identifier table, {merge} the kind's merge function, {settable} the columns an upsert sets. (No literal
 -- braces below this line.)
 --
--- lunogram_resolve_{entity}(project, identifiers, create, fields) -> (entity_id, changed, created), and
+-- lunogram_resolve_{entity}(project, identifiers, create, fields, public) -> (entity_id, changed, created),
+-- lunogram_resolve_{entity}(project, identifiers, create, fields) (public false), and
 -- lunogram_resolve_{entity}(project, identifiers, create) -> (entity_id, changed)
 --   identifiers: jsonb array of normalised ExternalIDs (source, external_id, metadata), deduplicated.
 --   create = true  (writes): match no one -> create with all identifiers; one -> attach missing identifiers
 --                  and merge metadata; several -> merge them into one survivor, then attach.
 --   create = false (lookups, deletes): return every matching profile, change nothing.
 --   fields (upserts): a profile created here is created with them, so the upsert need not update it.
+--   public (a public key's upsert): a merge is allowed only when every profile but one is anonymous-only
+--                  (all its identifiers of source `anonymous`: a browser's identify); otherwise error 42LN3,
+--                  before anything is written.
+-- Data and identifier metadata are checked against LUNOGRAM_MAX_PROFILE_DATA_BYTES (limits.sql, 22LN1).
 -- Concurrency: transaction-scoped advisory locks on every identifier, taken in a fixed order, serialise
 -- resolutions that share an identifier, so fifty concurrent upserts of one new identifier create one
 -- profile; the unique (project_id, source, external_id) constraint is the backstop. Writes also lock the
 -- matched profile rows (FOR NO KEY UPDATE), so no concurrent merge can delete a profile they are changing.
 CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(
-    p_project uuid, p_identifiers jsonb, p_create boolean, p_fields jsonb)
+    p_project uuid, p_identifiers jsonb, p_create boolean, p_fields jsonb, p_public boolean)
 RETURNS TABLE (entity_id uuid, changed boolean, created boolean)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -67,7 +72,8 @@ BEGIN
         INSERT INTO {entities} (project_id, {settable})
         SELECT p_project, {settable}
         FROM jsonb_populate_record(NULL::{entities}, coalesce(p_fields, jsonb_build_object()) - 'data' || jsonb_build_object(
-                 'data', CASE WHEN jsonb_typeof(p_fields -> 'data') = 'object' THEN p_fields -> 'data'
+                 'data', CASE WHEN jsonb_typeof(p_fields -> 'data') = 'object'
+                              THEN lunogram_checked_data(p_fields -> 'data', 'data')
                               ELSE jsonb_build_object() END))
         RETURNING id INTO v_survivor;
         v_changed := true;
@@ -75,6 +81,16 @@ BEGIN
     ELSIF cardinality(v_ids) = 1 THEN
         v_survivor := v_ids[1];
     ELSE
+        IF p_public THEN
+            SELECT count(*) INTO v_count FROM {entities} AS e
+            WHERE e.id = ANY (v_ids)
+              AND EXISTS (SELECT 1 FROM {identifiers} AS a WHERE a.{entity}_id = e.id AND a.source <> 'anonymous');
+            IF v_count > 1 THEN
+                RAISE EXCEPTION 'identifier: names % profiles that have identifiers of a source other than "anonymous"; a public key may merge profiles only when all but one of them have only "anonymous" identifiers (merge identified profiles with a secret key)',
+                    v_count
+                    USING ERRCODE = '42LN3';
+            END IF;
+        END IF;
         -- Deterministic survivor: a profile with a non-anonymous identifier beats an anonymous-only one;
         -- then the oldest; then the smallest id.
         SELECT e.id INTO v_survivor
@@ -94,10 +110,11 @@ BEGIN
 
     INSERT INTO {identifiers} AS x (project_id, {entity}_id, source, external_id, metadata)
     SELECT p_project, v_survivor, i ->> 'source', i ->> 'external_id',
-           coalesce(i -> 'metadata', jsonb_build_object())
+           coalesce(lunogram_checked_data(i -> 'metadata', 'identifier.metadata'), jsonb_build_object())
     FROM jsonb_array_elements(p_identifiers) AS i
     ON CONFLICT (project_id, source, external_id) DO UPDATE
-        SET metadata = x.metadata || excluded.metadata, updated_at = now()
+        SET metadata = lunogram_checked_data(x.metadata || excluded.metadata, 'identifier.metadata'),
+            updated_at = now()
         WHERE x.metadata IS DISTINCT FROM x.metadata || excluded.metadata;
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
@@ -105,8 +122,15 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(
+    p_project uuid, p_identifiers jsonb, p_create boolean, p_fields jsonb)
+RETURNS TABLE (entity_id uuid, changed boolean, created boolean)
+LANGUAGE sql AS $fn$
+    SELECT * FROM lunogram_resolve_{entity}(p_project, p_identifiers, p_create, p_fields, false)
+$fn$;
+
 CREATE OR REPLACE FUNCTION lunogram_resolve_{entity}(p_project uuid, p_identifiers jsonb, p_create boolean)
 RETURNS TABLE (entity_id uuid, changed boolean)
 LANGUAGE sql AS $fn$
-    SELECT entity_id, changed FROM lunogram_resolve_{entity}(p_project, p_identifiers, p_create, NULL)
+    SELECT entity_id, changed FROM lunogram_resolve_{entity}(p_project, p_identifiers, p_create, NULL, false)
 $fn$;

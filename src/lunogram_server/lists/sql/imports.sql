@@ -1,9 +1,11 @@
 -- CSV imports into static lists (lists/imports.py).
 
 -- name: create
-INSERT INTO list_imports (project_id, list_id, rows, total_rows, errors, error_count, status)
-VALUES (%(project_id)s, %(list_id)s, %(rows)s, %(total_rows)s, %(errors)s, %(error_count)s,
-        CASE WHEN jsonb_array_length(%(rows)s) = 0 THEN 'done' ELSE 'queued' END)
+-- rows: [line, identifiers, cells], the cells aligned with columns (null: an empty cell)
+INSERT INTO list_imports (project_id, list_id, columns, rows, total_rows, errors, error_count, status)
+SELECT %(project_id)s, %(list_id)s, %(columns)s, r.rows, %(total_rows)s, %(errors)s, %(error_count)s,
+       CASE WHEN jsonb_array_length(r.rows) = 0 THEN 'done' ELSE 'queued' END
+FROM (SELECT %(rows)s::jsonb AS rows) AS r
 RETURNING id;
 
 -- name: detail
@@ -21,7 +23,15 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
 -- name: chunk
-SELECT t.r ->> 0, t.r -> 1, t.r -> 2
+-- each row's upsert fields: {data: {column: cell, ...}} from its non-empty cells, {} without any (rows of
+-- imports stored before columns were kept apart carry their fields whole)
+SELECT t.r ->> 0, t.r -> 1,
+       CASE WHEN i.columns IS NULL THEN t.r -> 2
+            ELSE coalesce((SELECT jsonb_build_object('data', jsonb_object_agg(c.name, v.value))
+                           FROM jsonb_array_elements_text(t.r -> 2) WITH ORDINALITY AS v(value, k)
+                           JOIN unnest(i.columns) WITH ORDINALITY AS c(name, k) USING (k)
+                           WHERE v.value IS NOT NULL
+                           HAVING count(*) > 0), jsonb_build_object()) END
 FROM list_imports AS i, jsonb_array_elements(i.rows) WITH ORDINALITY AS t(r, n)
 WHERE i.id = %(import_id)s AND t.n > %(offset)s AND t.n <= %(offset)s + %(limit)s
 ORDER BY t.n;

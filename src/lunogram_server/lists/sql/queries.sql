@@ -52,6 +52,12 @@ SELECT kind FROM lists WHERE id = %(list_id)s AND project_id = %(project_id)s FO
 -- name: projects_lists
 SELECT id FROM lists WHERE project_id = %(project_id)s AND id = ANY (%(ids)s);
 
+-- name: references_of
+SELECT id, referenced_lists FROM lists WHERE project_id = %(project_id)s AND id = ANY (%(ids)s);
+
+-- name: lock_rules
+SELECT pg_advisory_xact_lock(hashtextextended(%(project_id)s::text || ':list-rules', 0));
+
 -- name: members_page
 SELECT jsonb_build_object(
     'members', coalesce(jsonb_agg(jsonb_build_object(

@@ -20,7 +20,8 @@ LANGUAGE sql STABLE AS $fn$
     FROM organizations AS o WHERE o.id = p_org
 $fn$;
 
--- Fold p_losers into p_survivor: identifiers, data (survivor's keys win), name, memberships.
+-- Fold p_losers into p_survivor: identifiers, data (survivor's keys win), name, memberships. Never refused,
+-- never past the data cap: see lunogram_merge_users.
 CREATE OR REPLACE FUNCTION lunogram_merge_organizations(p_project uuid, p_survivor uuid, p_losers uuid[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -62,10 +63,14 @@ BEGIN
         SELECT project_id, p_survivor, user_id, data, created_at, now()
         FROM organization_members WHERE organization_id = v_loser.id
         ON CONFLICT (organization_id, user_id) DO UPDATE
-            SET data = excluded.data || organization_members.data, updated_at = now();
+            SET data = CASE WHEN pg_column_size(excluded.data || organization_members.data)
+                                 <= lunogram_max_profile_data_bytes()
+                            THEN excluded.data || organization_members.data ELSE organization_members.data END,
+                updated_at = now();
 
         UPDATE organizations AS s SET
-            data = v_loser.data || s.data,
+            data = CASE WHEN pg_column_size(v_loser.data || s.data) <= lunogram_max_profile_data_bytes()
+                        THEN v_loser.data || s.data ELSE s.data END,
             name = coalesce(s.name, v_loser.name),
             created_at = least(s.created_at, v_loser.created_at),
             version = s.version + 1,
@@ -78,7 +83,8 @@ END
 $fn$;
 
 -- Add (or update) a membership; a user or organization that does not exist yet is created, so nothing
--- sent is dropped. Membership data merges at the top level like profile data.
+-- sent is dropped. Membership data merges at the top level like profile data, under the same cap
+-- (identity/sql/limits.sql: refused, 22LN1, when the merged data would exceed it).
 CREATE OR REPLACE FUNCTION lunogram_add_member(
     p_project uuid, p_org_identifiers jsonb, p_user_identifiers jsonb, p_data jsonb)
 RETURNS void LANGUAGE plpgsql AS $fn$
@@ -89,9 +95,9 @@ BEGIN
     SELECT entity_id INTO v_org FROM lunogram_resolve_organization(p_project, p_org_identifiers, true);
     SELECT entity_id INTO v_user FROM lunogram_resolve_user(p_project, p_user_identifiers, true);
     INSERT INTO organization_members AS m (project_id, organization_id, user_id, data)
-    VALUES (p_project, v_org, v_user, coalesce(p_data, jsonb_build_object()))
+    VALUES (p_project, v_org, v_user, lunogram_checked_data(coalesce(p_data, jsonb_build_object()), 'data'))
     ON CONFLICT (organization_id, user_id) DO UPDATE
-        SET data = m.data || excluded.data, updated_at = now();
+        SET data = lunogram_checked_data(m.data || excluded.data, 'data'), updated_at = now();
 END
 $fn$;
 

@@ -30,6 +30,9 @@ $fn$;
 -- Fold p_losers into p_survivor: identifiers, data (the survivor's keys win, then older losers' over newer),
 -- contact fields the survivor lacks, organization memberships (the survivor's membership data wins).
 -- Each merge is recorded in user_merges. Later features that hang rows on a user move them here too.
+-- A merge is never refused (it is what the identifiers say), and never grows data past its cap
+-- (identity/sql/limits.sql): when a loser's data (or membership data) merged into the survivor's would
+-- exceed it, the survivor keeps its own; the loser's is kept whole in user_merges.
 CREATE OR REPLACE FUNCTION lunogram_merge_users(p_project uuid, p_survivor uuid, p_losers uuid[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -76,10 +79,14 @@ BEGIN
         SELECT project_id, organization_id, p_survivor, data, created_at, now()
         FROM organization_members WHERE user_id = v_loser.id
         ON CONFLICT (organization_id, user_id) DO UPDATE
-            SET data = excluded.data || organization_members.data, updated_at = now();
+            SET data = CASE WHEN pg_column_size(excluded.data || organization_members.data)
+                                 <= lunogram_max_profile_data_bytes()
+                            THEN excluded.data || organization_members.data ELSE organization_members.data END,
+                updated_at = now();
 
         UPDATE users AS s SET
-            data = v_loser.data || s.data,
+            data = CASE WHEN pg_column_size(v_loser.data || s.data) <= lunogram_max_profile_data_bytes()
+                        THEN v_loser.data || s.data ELSE s.data END,
             email = coalesce(s.email, v_loser.email),
             phone = coalesce(s.phone, v_loser.phone),
             timezone = coalesce(s.timezone, v_loser.timezone),
