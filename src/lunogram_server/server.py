@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
 from lunogram_server.app import build_app, settle_garbage_collector
-from lunogram_server.background import background, loop_count
+from lunogram_server.background import background, loop_connections
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres
@@ -263,7 +263,7 @@ def _run_uvloop(coro: Any) -> None:
 
 async def _background_only(settings: Settings, conninfo: str) -> None:
     """`--role worker` / `--role scheduler`: those loops and no HTTP API, until SIGTERM or SIGINT."""
-    pool = await open_pool(conninfo, min_size=1, max_size=loop_count(settings) + 1)
+    pool = await open_pool(conninfo, min_size=1, max_size=loop_connections(settings) + 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -271,7 +271,7 @@ async def _background_only(settings: Settings, conninfo: str) -> None:
     try:
         async with background(pool, settings):
             settle_garbage_collector()
-            sys.stdout.write(f"Lunogram {settings.role} is running ({loop_count(settings)} tasks).\n")
+            sys.stdout.write(f"Lunogram {settings.role} is running.\n")
             sys.stdout.flush()
             await stop.wait()
     finally:

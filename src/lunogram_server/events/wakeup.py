@@ -1,6 +1,7 @@
-"""Wake-ups for idle event workers: one LISTEN connection per process turns PostgreSQL notifications
-(sent by a trigger on the inbox, migration 0011) into asyncio events, so a worker starts on a new event at
-once instead of at its next poll. Polling stays as the fallback (a lost connection only slows wake-ups).
+"""Wake-ups for idle background loops: one LISTEN connection per channel and process turns PostgreSQL
+notifications into asyncio events, so a loop starts on new work at once instead of at its next poll.
+Polling stays as the fallback (a lost connection only slows wake-ups). Channels: `lunogram_events` (sent by
+a trigger on the inbox, migration 0011) and `lunogram_journeys` (runs entered or moved, journeys/).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import contextlib
 
 import psycopg
 import structlog
+from psycopg import sql
 
 log = structlog.get_logger("lunogram.events")
 CHANNEL = "lunogram_events"
 
 
 class Wakeups:
-    def __init__(self) -> None:
+    def __init__(self, channel: str = CHANNEL) -> None:
+        self.channel = channel
         self._waiters: list[asyncio.Event] = []
 
     def waiter(self) -> asyncio.Event:
@@ -34,12 +37,12 @@ class Wakeups:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.wake_all()  # whatever arrived while we were not listening
                     while not stop.is_set():  # a second at a time, to notice `stop`
                         async for _ in conn.notifies(timeout=1.0):
                             self.wake_all()
             except Exception:  # the database went away, say: workers still poll; listen again shortly
-                log.warning("event wake-ups interrupted; listening again", exc_info=True)
+                log.warning("wake-ups interrupted; listening again", channel=self.channel, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)
