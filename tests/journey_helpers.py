@@ -140,3 +140,49 @@ def receiver() -> Iterator[Receiver]:
 
 
 Check = Callable[[], Any]
+
+
+def advance_at(server: Any, at: Any, rounds: int = 50) -> int:
+    """Run an in-process runner whose clock reads `at` against the server's database until nothing is due
+    at that time (schedule entrances, backfills, runs), webhook calls included; how many items it handled.
+    The server's own runners keep real time, so they leave alone what only `at` makes due."""
+    import asyncio
+
+    from lunogram_server.config import JourneySettings
+    from lunogram_server.db import open_pool
+    from lunogram_server.journeys.runner import Runner
+
+    async def go() -> int:
+        pool = await open_pool(server.database_url, min_size=1, max_size=4)
+        total = 0
+        try:
+            config = JourneySettings(webhook_allowed_networks="127.0.0.0/8", webhook_retry_base_seconds=0.01)
+            runner = Runner(pool, config, clock=lambda: at)
+            for _ in range(rounds):
+                done = await runner.run_once()
+                await runner.settle()
+                total += done
+                if done == 0:
+                    break
+        finally:
+            await pool.close()
+        return total
+
+    return asyncio.run(go())
+
+
+def fire_schedules_at(server: Any, at: Any) -> int:
+    """One in-process scheduler batch at `at` (schedules due then fire, and move to their next occurrence)."""
+    import asyncio
+
+    from lunogram_server.db import open_pool
+    from lunogram_server.schedules.scheduler import Scheduler
+
+    async def go() -> int:
+        pool = await open_pool(server.database_url, min_size=1, max_size=1)
+        try:
+            return await Scheduler(pool, clock=lambda: at).run_once()
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
