@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Receiver:
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses to give in turn (then 200)
+    delay: float = 0.0  # seconds each answer takes (a slow receiver)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def received(self, path: str) -> list[dict[str, Any]]:
@@ -116,6 +118,8 @@ def receiver() -> Iterator[Receiver]:
                 )
                 queue = recv.answers.get(self.path.split("?")[0], [])
                 status = queue.pop(0) if queue else 200
+            if recv.delay:
+                time.sleep(recv.delay)  # the receiver's own latency
             payload = json.dumps({"ok": status < 300, "echo": body}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
