@@ -254,6 +254,8 @@ class Advance:
             until = delay_until(step, self.now, person.get("timezone"), timezone, values)
             if until is None:
                 self._go(run, key, "skipped", {"reason": "no date to wait for, or already past"}, step.next)
+            elif until <= self.now:  # nothing to wait for (a zero duration): on at once
+                self._go(run, key, "waited", {"since": self.now.isoformat()}, step.next)
             elif self.dry:
                 self._go(run, key, "waits", {"until": until.isoformat()}, step.next)
                 self.now = until  # the dry run lets the time pass
