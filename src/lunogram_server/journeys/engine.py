@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
@@ -53,6 +54,14 @@ Q = load_queries("lunogram_server.journeys")
 MAX_ROUNDS = 50  # steps one run takes in one batch; a longer stretch goes on in the next batch
 MAX_VISITS = 10_000  # steps one run takes in all: a run past it fails (a loop through delays, say)
 ENDED = ("completed", "exited", "converted", "failed", "merged", "deleted", "cancelled")
+
+
+# a stored rule the database cannot evaluate (values out of range, say): the rule's fault, not the batch's
+RULE_FAILURES = (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
+
+
+class RuleFailed(Exception):
+    """A rule failed in the database: the runs at its step fail with the reason; the batch goes on."""
 
 
 @dataclass
@@ -149,7 +158,12 @@ class Advance:
                         self._fail(run, key, f"more than {MAX_VISITS} steps")
                 group = [run for run in group if run.moving]
                 if group:
-                    await self._step(key, step, group)
+                    try:
+                        await self._step(key, step, group)
+                    except RuleFailed as exc:
+                        for run in group:
+                            if run.moving and run.step == key:
+                                self._fail(run, key, str(exc))
         for run in runs:  # still going after MAX_ROUNDS: the next batch goes on
             if run.moving:
                 run.moving = False
@@ -592,8 +606,12 @@ async def evaluate(
         "contexts": [Jsonb(context) for _, context in rows],
         "now": now,
     }
-    cursor = await conn.execute(statement, params)
-    hits = {int(n) for (n,) in await cursor.fetchall()}
+    try:
+        async with conn.transaction():  # a savepoint: a rule the database cannot evaluate fails alone
+            cursor = await conn.execute(statement, params)
+            hits = {int(n) for (n,) in await cursor.fetchall()}
+    except RULE_FAILURES as exc:
+        raise RuleFailed(f"rule: {type(exc).__name__}: {exc}".strip()[:500]) from exc
     return [n + 1 in hits for n in range(len(rows))]
 
 

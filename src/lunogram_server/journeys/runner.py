@@ -112,16 +112,39 @@ class Runner:
     # -- runs ----------------------------------------------------------------------------------------------
 
     async def advance(self) -> int:
+        """One batch of due runs, advanced together; if the batch fails for a reason other than a lost race,
+        its runs are advanced again one at a time, so a run that fails, fails alone (as `failed`, with the
+        reason) and the others go on."""
         now = self.clock()
+        try:
+            return await self._advance(now, alone=False)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            log.warning("journey batch failed; one run at a time now", error=repr(exc))
+            return await self._advance(now, alone=True)
+
+    async def _advance(self, now: datetime, *, alone: bool) -> int:
+        calls: list[WebhookCall] = []
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(Q["claim_due"], {"now": now, "limit": self.config.batch_size})
             runs = [Run.from_row(row) for row in await cursor.fetchall()]
             if not runs:
                 return 0
-            advance = await prepare(conn, runs, now, lease_seconds=self.config.webhook_lease_seconds)
-            await advance.run(runs)
-            await advance.save(runs)
-        for call in advance.calls:
+            for group in ([run] for run in runs) if alone else [runs]:
+                try:
+                    async with conn.transaction():  # a savepoint: one run alone when `alone`
+                        advance = await prepare(conn, group, now, lease_seconds=self.config.webhook_lease_seconds)
+                        await advance.run(group)
+                        await advance.save(group)
+                    calls += advance.calls
+                except Exception as exc:
+                    if not alone:
+                        raise
+                    error = f"{type(exc).__name__}: {exc}".strip()[:500]
+                    log.warning("journey run failed", run_id=str(group[0].id), error=error)
+                    await conn.execute(Q["fail_run"], {"id": group[0].id, "error": error, "now": now})
+        for call in calls:
             self._spawn(call)
         return len(runs)
 

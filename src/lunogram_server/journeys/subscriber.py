@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import structlog
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from lunogram_server.events.models import ProcessedEvent
-from lunogram_server.journeys.engine import Q, evaluate
+from lunogram_server.journeys.engine import Q, RuleFailed, evaluate
 from lunogram_server.journeys.graphs import GRAPHS
 from lunogram_server.journeys.models import WaitForEvent
 from lunogram_server.journeys.rules import JOURNEY_NODE, JourneyNode
+
+log = structlog.get_logger("lunogram.journeys")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class _Trigger:
 
 def event_context(event: ProcessedEvent) -> dict[str, Any]:
     return {"name": event.name, "data": event.data, "accepted_at": event.accepted_at.isoformat()}
+
+
+async def _matches(
+    conn: AsyncConnection[Any],
+    project_id: UUID,
+    rule: JourneyNode,
+    rows: list[tuple[UUID, dict[str, Any]]],
+    now: datetime,
+) -> list[bool]:
+    """A rule's matches; a rule the database cannot evaluate matches nothing (logged): one journey's bad rule
+    must not hold back the events of the project."""
+    try:
+        return await evaluate(conn, project_id, rule, rows, now)
+    except RuleFailed as exc:
+        log.warning("journey rule failed", project_id=str(project_id), error=str(exc))
+        return [False] * len(rows)
 
 
 class JourneysSubscriber:
@@ -94,7 +113,7 @@ class JourneysSubscriber:
                     (user_id, {**(context or {}), "event": event_context(event)})
                     for _, _, user_id, context, event in candidates
                 ]
-                hits = await evaluate(conn, goal.project_id, goal.rule, rows, now)
+                hits = await _matches(conn, goal.project_id, goal.rule, rows, now)
             for (run_id, _, _, _, event), hit in zip(candidates, hits, strict=True):
                 if hit and run_id not in converted:
                     converted[run_id] = (goal.step, {"event": event.name})
@@ -144,7 +163,7 @@ class JourneysSubscriber:
                 received = event_context(event)
                 if step.rule is not None:
                     context_now = {**(context or {}), "event": received}
-                    if not (await evaluate(conn, project_id, step.rule, [(user_id, context_now)], now))[0]:
+                    if not (await _matches(conn, project_id, step.rule, [(user_id, context_now)], now))[0]:
                         continue
                 resolved.append((run_id, visit, step_key, step.next, received))
                 break
@@ -185,7 +204,7 @@ class JourneysSubscriber:
             if trigger.kind == "organization_event":
                 rows = await self._with_organizations(conn, rows)
             if trigger.rule is not None:
-                hits = await evaluate(conn, trigger.project_id, trigger.rule, [(u, c) for u, _, c in rows], now)
+                hits = await _matches(conn, trigger.project_id, trigger.rule, [(u, c) for u, _, c in rows], now)
                 rows = [row for row, hit in zip(rows, hits, strict=True) if hit]
             wanted += [(trigger.id, user, key, context) for user, key, context in rows]
         if wanted:

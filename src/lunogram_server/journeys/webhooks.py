@@ -61,16 +61,16 @@ def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 async def resolve(url: str, allowed: list[Network]) -> tuple[str, str, str]:
     """(the URL with the checked address in place of the name, the Host header, the TLS server name)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise Refused("url: not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused("url: must be an http or https URL with a host")
     if parts.username or parts.password:
         raise Refused("url: must not carry credentials (use a header)")
     host = parts.hostname
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise Refused("url: bad port") from None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -132,5 +132,7 @@ async def call(
             except orjson.JSONDecodeError:
                 parsed = None
             return Outcome(response.status_code, parsed, None)
+    except httpx.InvalidURL as exc:  # not an HTTPError: a URL httpx cannot send is not worth retrying
+        return Outcome(0, None, f"url: {exc}")
     except httpx.HTTPError as exc:
         return Outcome(None, None, f"{type(exc).__name__}: {exc}".strip(": "))

@@ -40,6 +40,20 @@ FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(steps)s::text[], %(visits)s
      AS v(id, status, step, visit, due_at, wait_event, context, attempts, step_at, error, ended)
 WHERE r.id = v.id AND r.id = ANY (%(ids)s::uuid[])
 
+-- name: fail_run
+-- A run that failed alone (its batch failed, then it did on its own): it ends, with the reason on record.
+WITH failed AS (
+    UPDATE journey_runs
+    SET status = 'failed', error = %(error)s, ended_at = %(now)s, due_at = NULL, wait_event = NULL,
+        visit = visit + 1, updated_at = %(now)s
+    WHERE id = %(id)s
+    RETURNING id, visit - 1 AS visit, journey_id, version, step
+)
+INSERT INTO journey_steps_taken (run_id, visit, journey_id, version, step, outcome, detail, at)
+SELECT id, visit, journey_id, version, step, 'failed', jsonb_build_object('error', %(error)s::text), %(now)s
+FROM failed
+ON CONFLICT DO NOTHING
+
 -- name: record_steps
 INSERT INTO journey_steps_taken (run_id, visit, journey_id, version, step, outcome, detail, at)
 SELECT * FROM unnest(%(run_ids)s::uuid[], %(visits)s::int[], %(journey_ids)s::uuid[], %(versions)s::int[],
