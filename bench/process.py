@@ -117,9 +117,9 @@ class WorkResult:
 
 async def drain(conninfo: str, tasks: int, settings: dict[str, int], breakdown: bool, first: int) -> WorkResult:
     """`tasks` EventWorkers on one pool, each calling run_once() until the inbox has nothing left."""
-    from lunogram_server.background import event_subscribers
     from lunogram_server.config import EventSettings, Settings
     from lunogram_server.db import open_pool
+    from lunogram_server.domains import build_reactions
     from lunogram_server.events.worker import EventWorker
 
     result = WorkResult()
@@ -148,7 +148,7 @@ async def drain(conninfo: str, tasks: int, settings: dict[str, int], breakdown: 
                 await asyncio.sleep(0.005)
 
     try:
-        subscribers = event_subscribers(Settings())  # as in `serve`: lists re-evaluation included
+        subscribers = build_reactions(Settings()).event_subscribers  # as in `serve`: lists included
         workers = [
             EventWorker(pool, config, subscribers, name=f"bench:{os.getpid()}:{first + n}") for n in range(tasks)
         ]

@@ -396,32 +396,6 @@ def test_time_windows_expire_with_the_clock(server: Server, client: httpx.Client
     assert member_ids(client, recent["id"]) == set()
 
 
-async def test_changes_reach_the_hooks_in_the_transaction(server: Server, client: httpx.Client) -> None:
-    from lunogram_server.db import open_pool
-    from lunogram_server.lists import membership
-
-    tag = uid("hook")
-    user = upsert(client, f"{tag}-a", data={"tag": tag, "vip": True})
-    vip = create_list(client, rule=tagged(tag, prop("data.vip", "equals", True)))
-    ready(client, vip["id"])
-    seen: list[membership.ListChange] = []
-
-    async def hook(conn: Any, changes: Any) -> None:
-        seen.extend(changes)
-
-    membership.change_hooks.append(hook)
-    pool = await open_pool(server.database_url, min_size=1, max_size=1)
-    try:
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM list_members WHERE list_id = %s", (vip["id"],))
-            await membership.reevaluate(conn, user["project_id"], [user["id"]], profile=True)
-    finally:
-        membership.change_hooks.remove(hook)
-        await pool.close()
-    mine = [c for c in seen if str(c.list_id) == vip["id"]]
-    assert [(str(c.user_id), c.change) for c in mine] == [(user["id"], "entered")]
-
-
 def post_csv(client: httpx.Client, list_id: str, text: str, media: str = "text/csv") -> httpx.Response:
     return client.post(f"/admin/lists/{list_id}/imports", content=text.encode(), headers={"Content-Type": media})
 

@@ -77,6 +77,21 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class JourneySettings:
+    """The journey runners (journeys/runner.py)."""
+
+    runner_tasks: int = 1
+    batch_size: int = 1000
+    poll_seconds: float = 1.0
+    backfill_chunk: int = 5000
+    webhook_concurrency: int = 64
+    webhook_lease_seconds: float = 30.0
+    webhook_retry_base_seconds: float = 1.0
+    webhook_retry_max_seconds: float = 600.0
+    webhook_allowed_networks: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -100,6 +115,7 @@ class Settings:
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
     lists: ListSettings = field(default_factory=ListSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    journeys: JourneySettings = field(default_factory=JourneySettings)
 
     @property
     def embedded(self) -> bool:
@@ -190,6 +206,31 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_SCHEDULER_POLL_SECONDS", "0.2", "how often an idle scheduler looks for due schedules"),
     ("LUNOGRAM_LIST_POLL_SECONDS", "0.2", "how often the lists loop looks for stale lists and changed profiles"),
     ("LUNOGRAM_LIST_TIME_RECHECK_SECONDS", "60", "how often lists with time windows are recomputed"),
+    ("LUNOGRAM_JOURNEY_RUNNER_TASKS", "1", "journey runner tasks per process with the worker role (0: none)"),
+    ("LUNOGRAM_JOURNEY_BATCH_SIZE", "1000", "due journey runs a runner advances per transaction"),
+    ("LUNOGRAM_JOURNEY_POLL_SECONDS", "1", "how often an idle runner looks for due runs (new runs wake it at once)"),
+    (
+        "LUNOGRAM_JOURNEY_BACKFILL_CHUNK",
+        "5000",
+        "list members entered per transaction when a journey enters a list's members",
+    ),
+    ("LUNOGRAM_WEBHOOK_CONCURRENCY", "64", "webhook calls in flight per runner"),
+    (
+        "LUNOGRAM_WEBHOOK_LEASE_SECONDS",
+        "30",
+        "past its timeout, how long a webhook call's outcome is awaited before it is made again",
+    ),
+    (
+        "LUNOGRAM_WEBHOOK_RETRY_BASE_SECONDS",
+        "1",
+        "first retry delay of a failed webhook call; doubles per try (jittered)",
+    ),
+    ("LUNOGRAM_WEBHOOK_RETRY_MAX_SECONDS", "600", "longest webhook retry delay"),
+    (
+        "LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS",
+        "unset",
+        "CIDRs webhooks may call although private or loopback (e.g. `10.0.0.0/8`); unset: public addresses only",
+    ),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -248,6 +289,20 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         auth_failure_addresses=max(1, int(env.get("LUNOGRAM_AUTH_FAILURE_ADDRESSES", ac.auth_failure_addresses))),
         metrics_token=env.get("LUNOGRAM_METRICS_TOKEN") or None,
     )
+    jo = base.journeys
+    journeys = JourneySettings(
+        runner_tasks=max(0, int(env.get("LUNOGRAM_JOURNEY_RUNNER_TASKS", jo.runner_tasks))),
+        batch_size=max(1, int(env.get("LUNOGRAM_JOURNEY_BATCH_SIZE", jo.batch_size))),
+        poll_seconds=max(0.01, float(env.get("LUNOGRAM_JOURNEY_POLL_SECONDS", jo.poll_seconds))),
+        backfill_chunk=max(1, int(env.get("LUNOGRAM_JOURNEY_BACKFILL_CHUNK", jo.backfill_chunk))),
+        webhook_concurrency=max(1, int(env.get("LUNOGRAM_WEBHOOK_CONCURRENCY", jo.webhook_concurrency))),
+        webhook_lease_seconds=max(1.0, float(env.get("LUNOGRAM_WEBHOOK_LEASE_SECONDS", jo.webhook_lease_seconds))),
+        webhook_retry_base_seconds=max(
+            0.01, float(env.get("LUNOGRAM_WEBHOOK_RETRY_BASE_SECONDS", jo.webhook_retry_base_seconds))
+        ),
+        webhook_retry_max_seconds=float(env.get("LUNOGRAM_WEBHOOK_RETRY_MAX_SECONDS", jo.webhook_retry_max_seconds)),
+        webhook_allowed_networks=env.get("LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS", jo.webhook_allowed_networks),
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -274,4 +329,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         schedules=schedules,
         lists=lists,
         access=access,
+        journeys=journeys,
     )

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.db.outage import log_failure
 from lunogram_server.http.idempotency import PURGE
+from lunogram_server.reactions import LoopContext, Reactions
 
 log = structlog.get_logger("lunogram.maintenance")
 EVERY_SECONDS = 600.0
@@ -38,3 +39,11 @@ async def periodically(
 
 async def housekeeping(pool: AsyncConnectionPool[Any], stop: asyncio.Event, every: float = EVERY_SECONDS) -> None:
     await periodically(pool, stop, every, lambda conn: conn.execute(PURGE), "housekeeping")
+
+
+async def housekeeping_loop(ctx: LoopContext) -> None:
+    await housekeeping(ctx.pool, ctx.stop)
+
+
+def register(reactions: Reactions) -> None:
+    reactions.loop("housekeeping", ("all", "scheduler"), housekeeping_loop)

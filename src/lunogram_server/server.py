@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
 from lunogram_server.app import build_app, settle_garbage_collector
-from lunogram_server.background import background, loop_count
+from lunogram_server.background import background, loop_connections
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres, Watchdog
@@ -272,7 +272,7 @@ async def _background_only(settings: Settings, conninfo: str) -> None:
     pool = await open_pool(
         with_session_settings(conninfo, settings.limits),
         min_size=1,
-        max_size=loop_count(settings) + 1,
+        max_size=loop_connections(settings) + 1,
         wait_seconds=settings.pool_timeout_seconds,
     )
     stop = asyncio.Event()
@@ -282,7 +282,7 @@ async def _background_only(settings: Settings, conninfo: str) -> None:
     try:
         async with background(pool, settings):
             settle_garbage_collector()
-            sys.stdout.write(f"Lunogram {settings.role} is running ({loop_count(settings)} tasks).\n")
+            sys.stdout.write(f"Lunogram {settings.role} is running.\n")
             sys.stdout.flush()
             await stop.wait()
     finally:

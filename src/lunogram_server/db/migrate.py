@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from lunogram_server.db.queries import read_sql
+
+if TYPE_CHECKING:
+    from lunogram_server.reactions import Reactions
 
 _LOCK_KEY = 0x4C756E6F  # "Luno"
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -23,6 +27,7 @@ _IDENTITY_KINDS = [
         "entities": "users",
         "identifiers": "user_identifiers",
         "merge": "lunogram_merge_users",
+        "deleted": "lunogram_on_users_deleted",
         "columns": "email, phone, timezone, locale, data, version, updated_at",
         "settable": "email, phone, timezone, locale, data",
         "on_change": "PERFORM lunogram_lists_user_changed(p_project, v_id)",
@@ -33,6 +38,7 @@ _IDENTITY_KINDS = [
         "entities": "organizations",
         "identifiers": "organization_identifiers",
         "merge": "lunogram_merge_organizations",
+        "deleted": "lunogram_on_organizations_deleted",
         "columns": "name, data, version, updated_at",
         "settable": "name, data",
         "on_change": "NULL",
@@ -45,6 +51,8 @@ _ROUTINES = [
     ("lunogram_server.organizations", "functions.sql"),
     ("lunogram_server.events", "functions.sql"),
     ("lunogram_server.lists", "functions.sql"),
+    ("lunogram_server.schedules", "functions.sql"),
+    ("lunogram_server.journeys", "functions.sql"),
 ]
 
 
@@ -69,8 +77,11 @@ def _routines() -> list[sql.Composed | sql.SQL]:
     return rendered
 
 
-def migrate(conninfo: str) -> list[str]:
-    """Bring the database up to date; returns the names of the migrations applied now."""
+def migrate(conninfo: str, reactions: Reactions | None = None) -> list[str]:
+    """Bring the database up to date; returns the names of the migrations applied now. Then install the
+    routines: the reaction dispatchers (reactions.py), each domain's functions, and check the handlers."""
+    from lunogram_server.domains import build_reactions  # the domains import this package
+
     applied: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -89,8 +100,11 @@ def migrate(conninfo: str) -> list[str]:
                     conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(f"{version:04d}_{name}")
             with conn.transaction():
+                registry = reactions or build_reactions()
+                registry.install_dispatchers(conn)
                 for routine in _routines():
                     conn.execute(routine)
+                registry.check_handlers(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied

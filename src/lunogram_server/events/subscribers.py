@@ -1,26 +1,12 @@
-"""The in-process interface later features (lists, journeys) plug into.
-
-A subscriber is called inside the worker's transaction with the events just applied, so whatever it
-writes commits together with the history, exactly once; if it raises, the transaction is undone and the
-events are retried one by one, so only the event that fails is held back (see worker.py).
-Operators add subscribers with LUNOGRAM_EVENT_SUBSCRIBERS=`module:name,...` (a class or factory called
-without arguments, or an object with `on_events`).
-"""
+"""Operators' event plugins: LUNOGRAM_EVENT_SUBSCRIBERS=`module:name,...` (a class or factory called
+without arguments, or an object with `async on_events(conn, events)`), added to the registry's "events
+applied" subscribers (reactions.py) after the built-in ones."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
 
-from psycopg import AsyncConnection
-
-from lunogram_server.events.models import ProcessedEvent
-
-
-@runtime_checkable
-class EventSubscriber(Protocol):
-    async def on_events(self, conn: AsyncConnection[Any], events: Sequence[ProcessedEvent]) -> None: ...
+from lunogram_server.reactions import EventSubscriber
 
 
 def load_subscribers(spec: str) -> list[EventSubscriber]:

@@ -1,6 +1,7 @@
-"""Wake-ups for idle event workers: one LISTEN connection per process turns PostgreSQL notifications
-(sent by a trigger on the inbox, migration 0011) into asyncio events, so a worker starts on a new event at
-once instead of at its next poll. Polling stays as the fallback (a lost connection only slows wake-ups).
+"""Wake-ups for idle background loops: one LISTEN connection per channel and process turns PostgreSQL
+notifications into asyncio events, so a loop starts on new work at once instead of at its next poll.
+Polling stays as the fallback (a lost connection only slows wake-ups). Channels: `lunogram_events` (sent by
+a trigger on the inbox, migration 0011) and `lunogram_journeys` (runs entered or moved, journeys/).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 
 import psycopg
 import structlog
+from psycopg import sql
 
 from lunogram_server.db.outage import log_failure
 
@@ -18,7 +20,8 @@ CHANNEL = "lunogram_events"
 
 
 class Wakeups:
-    def __init__(self) -> None:
+    def __init__(self, channel: str = CHANNEL) -> None:
+        self.channel = channel
         self._waiters: list[asyncio.Event] = []
 
     def waiter(self) -> asyncio.Event:
@@ -36,12 +39,12 @@ class Wakeups:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.wake_all()  # whatever arrived while we were not listening
                     while not stop.is_set():  # a second at a time, to notice `stop`
                         async for _ in conn.notifies(timeout=1.0):
                             self.wake_all()
-            except Exception as exc:  # the database went away, say: workers still poll; listen again shortly
-                log_failure(log, "event wake-ups interrupted; listening again", exc)
+            except Exception as exc:  # the database went away, say: loops still poll; listen again shortly
+                log_failure(log, f"wake-ups on {self.channel} interrupted; listening again", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)

@@ -28,7 +28,8 @@ from lunogram_server.config import EventSettings
 from lunogram_server.db.outage import connection_failed, log_failure
 from lunogram_server.events.models import Kind, ProcessedEvent
 from lunogram_server.events.queries import BY_KIND, SHARED
-from lunogram_server.events.subscribers import EventSubscriber
+from lunogram_server.events.wakeup import Wakeups
+from lunogram_server.reactions import EventSubscriber, LoopContext
 
 log = structlog.get_logger("lunogram.events")
 
@@ -301,3 +302,16 @@ def _processed(row: _Row, target: UUID, broadcast: bool = False) -> ProcessedEve
         accepted_at=row.accepted_at,
         broadcast=broadcast,
     )
+
+
+async def run_workers(ctx: LoopContext) -> None:
+    """The event workers of one process (LUNOGRAM_EVENT_WORKER_TASKS) and the wake-up listener they share."""
+    wakeups = Wakeups()
+    subscribers = ctx.reactions.event_subscribers
+    loops = [
+        EventWorker(ctx.pool, ctx.settings.events, subscribers, f"{ctx.name}:{n}", wakeups.waiter()).run(ctx.stop)
+        for n in range(ctx.settings.events.worker_tasks)
+    ]
+    assert isinstance(ctx.pool.conninfo, str)  # db/pool.py opens pools with a conninfo string
+    loops.append(wakeups.listen(ctx.pool.conninfo, ctx.stop))
+    await asyncio.gather(*loops)

@@ -4,13 +4,13 @@ Three ways in: a full recompute (a new or changed rule; lists with time windows,
 re-evaluation of the users an event batch touched (inside the event worker's transaction: the entry
 commits with the event, exactly once), and of users whose profile changed (queued by the upsert in its
 transaction, `list_pending_users`, and taken by the lists loop). Each entry and exit is recorded in
-`list_changes` and handed to `change_hooks` in the same transaction (journeys subscribe here).
+`list_changes` and announced to `lunogram_on_list_changes` by the statement that makes it (reactions.py:
+journeys subscribe there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -27,10 +27,6 @@ from lunogram_server.lists.rules import Node, compile_rule
 Q = load_queries("lunogram_server.lists", "membership.sql")
 log = structlog.get_logger("lunogram.lists")
 _NODE: TypeAdapter[Node] = TypeAdapter(Node)
-_COUNTS = sql.SQL(
-    "SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER (WHERE change = 'exited') FROM recorded"
-)
-_ROWS = sql.SQL("SELECT user_id, change, at FROM recorded")
 _SCOPES = {  # (users, members) of a full recompute's chunk and of a re-evaluation
     "recompute": (
         sql.SQL("u.id >= %(low)s AND u.id < %(high)s"),
@@ -43,33 +39,18 @@ MAX_DEPTH = 8  # lists referring to lists referring to lists…: re-evaluated up
 _RULE_FAILURES = (ValueError, psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
-@dataclass(frozen=True)
-class ListChange:
-    project_id: UUID
-    list_id: UUID
-    user_id: UUID
-    change: str  # "entered" | "exited"
-    at: datetime
-
-
-ChangeHook = Callable[[AsyncConnection[Any], Sequence[ListChange]], Awaitable[None]]
-change_hooks: list[ChangeHook] = []  # called in the transaction that made the changes
-
-
-_compiled: dict[tuple[UUID, int, str, bool], sql.Composed] = {}
+_compiled: dict[tuple[UUID, int, str], sql.Composed] = {}
 
 
 def _statement(name: str, list_id: UUID, version: int, rule: Any) -> sql.Composed:
-    rows = bool(change_hooks)
-    key = (list_id, version, name, rows)
+    key = (list_id, version, name)
     statement = _compiled.get(key)
     if statement is None:
         if len(_compiled) > 10_000:
             _compiled.clear()
         predicate = compile_rule(_NODE.validate_python(rule))
         users, members = _SCOPES[name]
-        result = _ROWS if rows else _COUNTS
-        statement = sql.SQL(Q["evaluate"]).format(predicate=predicate, users=users, members=members, result=result)
+        statement = sql.SQL(Q["evaluate"]).format(predicate=predicate, users=users, members=members)
         _compiled[key] = statement
     return statement
 
@@ -77,14 +58,11 @@ def _statement(name: str, list_id: UUID, version: int, rule: Any) -> sql.Compose
 async def _apply(
     conn: AsyncConnection[Any], statement: sql.Composed, project_id: UUID, list_id: UUID, params: dict[str, Any]
 ) -> tuple[int, int]:
+    """Entries and exits made (recorded and announced by the statement itself)."""
     cursor = await conn.execute(statement, {"project_id": project_id, "list_id": list_id, **params})
-    rows = await cursor.fetchall()
-    if not change_hooks:
-        return int(rows[0][0]), int(rows[0][1])
-    changes = [ListChange(project_id, list_id, user_id, change, at) for user_id, change, at in rows]
-    for hook in change_hooks:
-        await hook(conn, changes)
-    return sum(c.change == "entered" for c in changes), sum(c.change == "exited" for c in changes)
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate returns one row
+    return int(row[0]), int(row[1])
 
 
 Progress = Callable[[UUID, int, int, datetime], Awaitable[None]]  # list, users done, users in all, started

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.lists import imports, membership
 from lunogram_server.maintenance import periodically
+from lunogram_server.reactions import LoopContext
 
 
 async def catch_up(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any], time_every: float) -> None:
@@ -39,3 +40,8 @@ async def recompute_loop(
     pool: AsyncConnectionPool[Any], stop: asyncio.Event, *, poll_seconds: float, time_every: float
 ) -> None:
     await periodically(pool, stop, poll_seconds, lambda conn: catch_up(pool, conn, time_every), "lists")
+
+
+async def lists_loop(ctx: LoopContext) -> None:
+    config = ctx.settings.lists
+    await recompute_loop(ctx.pool, ctx.stop, poll_seconds=config.poll_seconds, time_every=config.time_recheck_seconds)

@@ -20,6 +20,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.db.outage import log_failure
+from lunogram_server.reactions import LoopContext
 from lunogram_server.schedules.intervals import next_after, parse_interval
 from lunogram_server.schedules.service import SHARED
 
@@ -69,6 +70,7 @@ class Scheduler:
             await conn.execute(SHARED["fire"], {"ids": ids})
             following = [None if interval is None else _next(anchor, interval, now) for _, anchor, interval in due]
             await conn.execute(SHARED["advance"], {"ids": ids, "next": following, "now": now})
+            await conn.execute(SHARED["announce_fired"], {"ids": ids, "now": now})
         return len(due)
 
 
@@ -80,3 +82,8 @@ def _next(anchor: datetime, interval_text: str, now: datetime) -> datetime | Non
         return next_after(anchor, _parse_stored(interval_text), now)
     except OverflowError:  # beyond year 9999: the schedule is done
         return None
+
+
+async def schedulers(ctx: LoopContext) -> None:
+    config = ctx.settings.schedules
+    await Scheduler(ctx.pool, batch_size=config.batch_size, poll_seconds=config.poll_seconds).run(ctx.stop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +18,6 @@ from lunogram_server.schedules.models import DeleteSchedule, ScheduledAccepted, 
 from lunogram_server.schedules.plan import plan
 
 SHARED, BY_KIND = load_kind_queries("lunogram_server.schedules")
-
-# Called in the deleting transaction with (conn, project_id, kind, schedule ids, name): journeys cancel the
-# pending entries that came from those schedules here.
-CancelHook = Callable[[AsyncConnection[Any], UUID, Kind, list[UUID], str], Awaitable[None]]
-cancel_hooks: list[CancelHook] = []
 
 
 async def upsert(
@@ -49,7 +43,8 @@ async def upsert(
             },
         )
         row = await cursor.fetchone()
-    assert row is not None  # an upsert returns its row
+        assert row is not None  # an upsert returns its row
+        await conn.execute(SHARED["announce_written"], {"project_id": project_id, "ids": [row[0]]})
     schedule_id, name, next_at, data = row
     return ScheduledAccepted(id=schedule_id, name=name, scheduled_at=next_at, data=data)
 
@@ -58,10 +53,11 @@ async def delete(conn: AsyncConnection[Any], project_id: UUID, kind: Kind, body:
     """Cancel every future instance of the name on the profile; returns how many schedules went (0: 404)."""
     params = {"project_id": project_id, "name": body.name, "identifiers": Jsonb(normalize(body.identifier))}
     async with conn.transaction():
-        cursor = await conn.execute(BY_KIND[kind]["delete"], params)
+        cursor = await conn.execute(BY_KIND[kind]["to_delete"], params)
         ids = [schedule_id for (schedule_id,) in await cursor.fetchall()]
-        for hook in cancel_hooks if ids else ():
-            await hook(conn, project_id, kind, ids, body.name)
+        if ids:
+            await conn.execute(SHARED["announce_cancelled"], {"project_id": project_id, "ids": ids})
+            await conn.execute(SHARED["delete"], {"ids": ids})
     return len(ids)
 
 

@@ -1,6 +1,7 @@
 -- Upsert and delete, one definition for both kinds of profile (a template like resolve.sql: {entity},
 -- {entities}, {identifiers}, {columns}: what an upsert may change, {on_change}: a statement run when the
--- profile changed). Each call is one statement, hence one transaction and one round trip; inside, every
+-- profile changed, {deleted}: the reactions dispatcher told of deletes, lunogram_on_users_deleted or
+-- lunogram_on_organizations_deleted). Each call is one statement, hence one transaction and one round trip; inside, every
 -- statement sees the previous one's writes, which a single multi-CTE statement would not.
 
 -- What a public key's upsert answers (docs/api.md "Public keys"): the API's shape, but nothing stored
@@ -111,6 +112,11 @@ BEGIN
         v_ids := ARRAY(SELECT entity_id FROM lunogram_resolve_{entity}(p_project, p_identifiers, false) ORDER BY 1);
         EXIT WHEN cardinality(v_ids) = 0 OR v_ids = v_seen;
         v_seen := v_ids;
+        -- lock them first: the other domains are told while the rows still exist, and only of rows that go
+        v_ids := ARRAY(SELECT id FROM {entities} WHERE project_id = p_project AND id = ANY (v_ids) ORDER BY id FOR UPDATE);
+        IF cardinality(v_ids) > 0 THEN
+            PERFORM {deleted}(p_project, v_ids);
+        END IF;
         DELETE FROM {entities} WHERE project_id = p_project AND id = ANY (v_ids);
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_total := v_total + v_count;

@@ -1,5 +1,6 @@
 -- Rule list membership (lists/membership.py). `{predicate}` is the compiled rule over `u` (lists/rules.py),
--- `{result}` either the counts of entries and exits or the changes themselves (when hooks listen).
+-- Entries and exits are recorded in list_changes and announced to lunogram_on_list_changes (reactions.py)
+-- by the statement that makes them.
 -- Full recomputes hold the list's advisory lock exclusively, re-evaluations for a few users share it: a
 -- re-evaluation never interleaves with a recompute that would not see its users' new events.
 
@@ -66,9 +67,14 @@ WITH matching AS MATERIALIZED (
     SELECT %(project_id)s, %(list_id)s, user_id, 'entered', %(now)s FROM entered
     UNION ALL
     SELECT %(project_id)s, %(list_id)s, user_id, 'exited', %(now)s FROM exited
-    RETURNING user_id, change, at
+    RETURNING user_id, change
+), announced AS (
+    SELECT lunogram_on_list_changes(%(project_id)s, %(list_id)s, array_agg(user_id), array_agg(change), %(now)s)
+    FROM recorded HAVING count(*) > 0
 )
-{result};
+SELECT count(*) FILTER (WHERE change = 'entered'), count(*) FILTER (WHERE change = 'exited'),
+       (SELECT count(*) FROM announced)
+FROM recorded;
 
 -- name: affected
 -- rule lists of a project a change can move users in or out of: by event name, by profile, by other lists;

@@ -82,16 +82,7 @@ SELECT lunogram_list_add(%(project_id)s, %(list_id)s, ARRAY(
          LATERAL lunogram_resolve_user(%(project_id)s, t.ids, true) AS r));
 
 -- name: remove_members
-WITH targets AS (
-    SELECT DISTINCT r.entity_id AS user_id
+SELECT lunogram_list_remove(%(project_id)s, %(list_id)s, ARRAY(
+    SELECT DISTINCT r.entity_id
     FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
-         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, false) AS r
-), removed AS (
-    DELETE FROM list_members AS m USING targets AS t
-    WHERE m.list_id = %(list_id)s AND m.user_id = t.user_id
-    RETURNING m.user_id
-), recorded AS (
-    INSERT INTO list_changes (project_id, list_id, user_id, change)
-    SELECT %(project_id)s, %(list_id)s, user_id, 'exited' FROM removed
-)
-SELECT count(*) FROM removed;
+         LATERAL lunogram_resolve_user(%(project_id)s, t.ids, false) AS r));

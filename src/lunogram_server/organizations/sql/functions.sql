@@ -21,7 +21,9 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- Fold p_losers into p_survivor: identifiers, data (survivor's keys win), name, memberships. Never refused,
--- never past the data cap: see lunogram_merge_users.
+-- never past the data cap: see lunogram_merge_users. Each merge is recorded in organization_merges; other
+-- domains move what they hang on an organization when lunogram_on_organization_merged (reactions.py) calls
+-- them, before the merged row goes.
 CREATE OR REPLACE FUNCTION lunogram_merge_organizations(p_project uuid, p_survivor uuid, p_losers uuid[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -41,20 +43,7 @@ BEGIN
         UPDATE organization_identifiers SET organization_id = p_survivor, updated_at = now()
         WHERE organization_id = v_loser.id;
 
-        -- Event history follows the profile; an event both received (one broadcast) is kept once.
-        DELETE FROM organization_events AS l
-        WHERE l.organization_id = v_loser.id
-          AND EXISTS (SELECT 1 FROM organization_events AS s
-                      WHERE s.inbox_id = l.inbox_id AND s.organization_id = p_survivor);
-        UPDATE organization_events SET organization_id = p_survivor WHERE organization_id = v_loser.id;
-
-        -- Schedules follow the profile; on a name clash the survivor's own schedule wins.
-        DELETE FROM schedules AS l
-        WHERE l.organization_id = v_loser.id
-          AND EXISTS (SELECT 1 FROM schedules AS s WHERE s.organization_id = p_survivor AND s.name = l.name);
-        UPDATE schedules SET organization_id = p_survivor, updated_at = now() WHERE organization_id = v_loser.id;
-
-        -- Lock what the copy reads, users first, then the memberships (see lunogram_merge_users).
+        -- Lock what the copy reads, users first, then the memberships (see lunogram_organizations_on_user_merged).
         PERFORM 1 FROM users AS u
         WHERE u.id IN (SELECT m.user_id FROM organization_members AS m WHERE m.organization_id = v_loser.id)
         ORDER BY u.id FOR KEY SHARE;
@@ -77,8 +66,31 @@ BEGIN
             updated_at = now()
         WHERE s.id = p_survivor;
 
+        PERFORM lunogram_on_organization_merged(p_project, p_survivor, v_loser.id);
         DELETE FROM organizations WHERE id = v_loser.id;
     END LOOP;
+END
+$fn$;
+
+-- Reactions (reactions.py): a merged user's memberships follow it (the survivor's membership data wins).
+-- Lock what the copy reads, organizations first, then the memberships: a concurrent delete of one of those
+-- organizations or removal of one of those memberships then either commits first (and the copy skips it,
+-- instead of failing on the foreign key or bringing it back) or waits for the merge.
+CREATE OR REPLACE FUNCTION lunogram_organizations_on_user_merged(p_project uuid, p_survivor uuid, p_merged uuid)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM organizations AS o
+    WHERE o.id IN (SELECT m.organization_id FROM organization_members AS m WHERE m.user_id = p_merged)
+    ORDER BY o.id FOR KEY SHARE;
+    PERFORM 1 FROM organization_members AS m WHERE m.user_id = p_merged ORDER BY m.organization_id FOR UPDATE;
+    INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
+    SELECT project_id, organization_id, p_survivor, data, created_at, now()
+    FROM organization_members WHERE user_id = p_merged
+    ON CONFLICT (organization_id, user_id) DO UPDATE
+        SET data = CASE WHEN pg_column_size(excluded.data || organization_members.data)
+                             <= lunogram_max_profile_data_bytes()
+                        THEN excluded.data || organization_members.data ELSE organization_members.data END,
+            updated_at = now();
 END
 $fn$;
 

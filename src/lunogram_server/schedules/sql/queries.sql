@@ -15,12 +15,14 @@ SET identifiers = excluded.identifiers, data = excluded.data, anchor_at = exclud
     interval_text = excluded.interval_text, next_at = excluded.next_at, updated_at = now()
 RETURNING id, name, next_at, data
 
--- name: delete
--- Every schedule of that name on the profiles the identifiers name (without creating anyone).
-DELETE FROM schedules
+-- name: to_delete
+-- Every schedule of that name on the profiles the identifiers name (without creating anyone), locked: they
+-- are announced as cancelled (announce_cancelled), then deleted.
+SELECT id FROM schedules
 WHERE project_id = %(project_id)s AND name = %(name)s
   AND {entity}_id IN (SELECT entity_id FROM lunogram_resolve_{entity}(%(project_id)s, %(identifiers)s, false))
-RETURNING id
+ORDER BY id
+FOR UPDATE
 
 -- name: of_profile
 -- The admin view: a profile's schedules, soonest first (fired one-time schedules last). NULL when the
@@ -64,6 +66,18 @@ SET next_at = a.next_at, fired = s.fired + 1, last_fired_at = %(now)s, updated_a
 FROM unnest(%(ids)s::uuid[], %(next)s::timestamptz[]) AS a(id, next_at)
 WHERE s.id = a.id
   AND s.id = ANY (%(ids)s::uuid[])  -- keeps the plan on the primary key (else, at ~100k rows, a seq scan)
+
+-- name: announce_written
+SELECT lunogram_on_schedules_written(%(project_id)s, %(ids)s::uuid[])
+
+-- name: announce_cancelled
+SELECT lunogram_on_schedules_cancelled(%(project_id)s, %(ids)s::uuid[])
+
+-- name: delete
+DELETE FROM schedules WHERE id = ANY (%(ids)s::uuid[])
+
+-- name: announce_fired
+SELECT lunogram_on_schedules_fired(%(ids)s::uuid[], %(now)s)
 
 -- name: stats
 SELECT count(*) FILTER (WHERE next_at IS NOT NULL) AS active,

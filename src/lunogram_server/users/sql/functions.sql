@@ -28,11 +28,12 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- Fold p_losers into p_survivor: identifiers, data (the survivor's keys win, then older losers' over newer),
--- contact fields the survivor lacks, organization memberships (the survivor's membership data wins).
--- Each merge is recorded in user_merges. Later features that hang rows on a user move them here too.
+-- contact fields the survivor lacks. Each merge is recorded in user_merges. What other domains hang on a
+-- user (event history, memberships, schedules, list memberships, journey runs) is theirs to move: they
+-- subscribe to lunogram_on_user_merged (reactions.py), called before the merged row goes.
 -- A merge is never refused (it is what the identifiers say), and never grows data past its cap
--- (identity/sql/limits.sql): when a loser's data (or membership data) merged into the survivor's would
--- exceed it, the survivor keeps its own; the loser's is kept whole in user_merges.
+-- (identity/sql/limits.sql): when a loser's data merged into the survivor's would exceed it, the survivor
+-- keeps its own; the loser's is kept whole in user_merges.
 CREATE OR REPLACE FUNCTION lunogram_merge_users(p_project uuid, p_survivor uuid, p_losers uuid[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -51,39 +52,6 @@ BEGIN
 
         UPDATE user_identifiers SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
 
-        -- Event history follows the profile; an event both received (one broadcast) is kept once.
-        DELETE FROM user_events AS l
-        WHERE l.user_id = v_loser.id
-          AND EXISTS (SELECT 1 FROM user_events AS s WHERE s.inbox_id = l.inbox_id AND s.user_id = p_survivor);
-        UPDATE user_events SET user_id = p_survivor WHERE user_id = v_loser.id;
-
-        -- Schedules follow the profile; on a name clash the survivor's own schedule wins.
-        DELETE FROM schedules AS l
-        WHERE l.user_id = v_loser.id
-          AND EXISTS (SELECT 1 FROM schedules AS s WHERE s.user_id = p_survivor AND s.name = l.name);
-        UPDATE schedules SET user_id = p_survivor, updated_at = now() WHERE user_id = v_loser.id;
-
-        -- List memberships follow the profile (the loser's own rows go with it below).
-        INSERT INTO list_members (list_id, user_id, project_id, created_at)
-        SELECT list_id, p_survivor, project_id, created_at FROM list_members WHERE user_id = v_loser.id
-        ON CONFLICT DO NOTHING;
-
-        -- Lock what the copy reads, organizations first, then the memberships: a concurrent delete of one of
-        -- those organizations or removal of one of those memberships then either commits first (and the copy
-        -- skips it, instead of failing on the foreign key or bringing it back) or waits for the merge.
-        PERFORM 1 FROM organizations AS o
-        WHERE o.id IN (SELECT m.organization_id FROM organization_members AS m WHERE m.user_id = v_loser.id)
-        ORDER BY o.id FOR KEY SHARE;
-        PERFORM 1 FROM organization_members AS m WHERE m.user_id = v_loser.id ORDER BY m.organization_id FOR UPDATE;
-        INSERT INTO organization_members (project_id, organization_id, user_id, data, created_at, updated_at)
-        SELECT project_id, organization_id, p_survivor, data, created_at, now()
-        FROM organization_members WHERE user_id = v_loser.id
-        ON CONFLICT (organization_id, user_id) DO UPDATE
-            SET data = CASE WHEN pg_column_size(excluded.data || organization_members.data)
-                                 <= lunogram_max_profile_data_bytes()
-                            THEN excluded.data || organization_members.data ELSE organization_members.data END,
-                updated_at = now();
-
         UPDATE users AS s SET
             data = CASE WHEN pg_column_size(v_loser.data || s.data) <= lunogram_max_profile_data_bytes()
                         THEN v_loser.data || s.data ELSE s.data END,
@@ -97,9 +65,8 @@ BEGIN
             updated_at = now()
         WHERE s.id = p_survivor;
 
+        PERFORM lunogram_on_user_merged(p_project, p_survivor, v_loser.id);
         DELETE FROM users WHERE id = v_loser.id;
     END LOOP;
-    PERFORM lunogram_lists_user_merged(p_project, p_survivor);
 END
 $fn$;
-
