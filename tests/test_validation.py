@@ -1,5 +1,5 @@
 """Every error class of the API: status, problem JSON (`{title, detail, status}`) with `detail` naming the field
-and the rule, and proof that a refused write stored nothing (CONTRACT.md "Errors").
+and the rule, and proof that a refused write stored nothing (docs/api.md "Errors").
 
 Routes: POST/DELETE /client/users, /client/organizations, /client/organizations/users and the admin GETs.
 """

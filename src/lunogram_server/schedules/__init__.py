@@ -1,1 +1,1 @@
-"""Scheduled resources (CONTRACT.md "UpsertScheduled", "Schedules"): one-time and recurring schedules per target."""
+"""Scheduled resources (docs/api.md "Schedules"): one-time and recurring schedules per target."""
