@@ -69,6 +69,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     public_key: str = PUBLIC_KEY
     secret_key: str = SECRET_KEY
+    cwd: Path | None = None
 
     @property
     def root_url(self) -> str:
@@ -93,6 +94,7 @@ class Server:
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
         )
         handle.close()
 

@@ -1,4 +1,4 @@
-"""Idempotency-Key: a repeated POST gets the first answer and stores nothing twice (CONTRACT.md "Semantics")."""
+"""Idempotency-Key: a repeated POST gets the first answer and stores nothing twice (docs/api.md "Idempotency-Key")."""
 
 from __future__ import annotations
 

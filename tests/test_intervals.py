@@ -1,4 +1,4 @@
-"""Recurrence intervals (issue 5, CONTRACT.md "UpsertScheduled"): every accepted form, every rejection with the
+"""Recurrence intervals (issue 5, docs/api.md "Schedules"): every accepted form, every rejection with the
 rule it names, calendar-correct occurrences ("month interval from Jan 31") and the no-burst resume after downtime.
 
 Pure unit tests of `lunogram_server.schedules.intervals`: no database, no server.

@@ -87,9 +87,7 @@ def _kill_all(servers: list[Server]) -> None:
 
 @pytest.fixture(scope="module")
 def life() -> Iterator[Life]:
-    # mkdtemp, not tmp_path: as root PostgreSQL runs as user `lunogram`, who must traverse the parents
     data_dir = Path(tempfile.mkdtemp(prefix="lunogram-life-")).resolve()
-    data_dir.chmod(0o755)
     result = Life(data_dir=data_dir / "data")
     try:
         yield result

@@ -134,7 +134,7 @@ def test_an_unchanged_profile_keeps_its_version_and_null_clears_a_field(db: psyc
     assert again[0]["version"] == 1
     cleared = batch(db, [item(project, name, phone=None, data=None)])
     assert cleared[0]["version"] == 2
-    assert cleared[0]["phone"] is None
+    assert "phone" not in cleared[0]  # cleared: left out, never null
     assert cleared[0]["email"] == "x@example.com"
     assert cleared[0]["data"] == {"a": 1}  # data: null changes nothing, as one by one
 
@@ -190,7 +190,7 @@ def test_distinct_identifiers_give_what_one_by_one_gives(
         want = one_by_one(db, [item(via_each, f"p{n}", **fields) for n, fields in rounds])
         for answer, expected in zip(got, want, strict=True):
             for key in ("email", "locale", "timezone", "data", "version", "phone"):
-                assert answer[key] == expected[key], key
+                assert answer.get(key) == expected.get(key), key  # both leave an unset field out
             assert [i["external_id"] for i in answer["identifier"]] == [
                 i["external_id"] for i in expected["identifier"]
             ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import psycopg
 import typer
 from rich.console import Console
@@ -37,12 +39,28 @@ def _settings(data_dir: Path | None = None, database_url: str | None = None, **m
     return settings
 
 
+@contextmanager
+def _one_line_failures(settings: Settings) -> Iterator[None]:
+    """A failure becomes one line on stderr and exit status 1; LUNOGRAM_LOG_LEVEL=debug adds the traceback."""
+    from lunogram_server.server import describe_failure
+
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except Exception as exc:
+        typer.echo(f"error: {describe_failure(exc, settings)}", err=True)
+        if settings.log_level.lower() == "debug":
+            raise
+        raise typer.Exit(code=1) from None
+
+
 def _with_db(settings: Settings, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
     async def run(conninfo: str) -> T:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
             return await work(conn)
 
-    with database(settings) as conninfo:
+    with _one_line_failures(settings), database(settings) as conninfo:
         return asyncio.run(run(conninfo))
 
 
@@ -73,25 +91,24 @@ def serve(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Start the server: HTTP API and event workers (by --role) on the embedded or given PostgreSQL."""
-    from lunogram_server.server import AlreadyRunning
+    """Start the server: HTTP API and event workers (by --role) on the embedded or given PostgreSQL.
+
+    A start that fails prints one line on stderr saying why, and exits 1.
+    """
     from lunogram_server.server import serve as run_server
 
     if role is not None and role not in ("all", "api", "worker", "scheduler"):
         raise _fail(f"--role must be all, api, worker or scheduler, not {role!r}")
     settings = _settings(data_dir, database_url, host=host, port=port, role=role, workers=workers)
-    try:
+    with _one_line_failures(settings):
         run_server(settings)
-    except AlreadyRunning as exc:
-        raise _fail(str(exc)) from None
-    except projects.InvalidKeyError as exc:  # a pinned LUNOGRAM_BOOTSTRAP_*_KEY
-        raise _fail(f"LUNOGRAM_BOOTSTRAP_*_KEY: {exc}") from None
 
 
 @app.command()
 def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Apply database migrations (serve does this at start too)."""
-    with database(_settings(data_dir, database_url)):
+    settings = _settings(data_dir, database_url)
+    with _one_line_failures(settings), database(settings):
         pass
     console.print("database is up to date")
 

@@ -1,12 +1,14 @@
 """One Settings object for the whole server, read from the environment and overridden by CLI flags.
 
-Every knob an operator can turn lives here so that the README's configuration table and the code cannot
-drift apart: `docs/configuration.md` is generated from `SETTINGS_DOC`.
+Every knob an operator can turn lives here, described once in `SETTINGS_DOC`, from which
+`python -m lunogram_server.config --write` generates `docs/configuration.md` and the README's table
+(tests/test_docs.py fails when either has drifted from it).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -18,7 +20,7 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Limits:
-    """Documented request limits (CONTRACT.md "Limits"); each is configurable."""
+    """Documented request limits (docs/api.md "Limits"); each is configurable."""
 
     max_body_bytes: int = 5 * MIB
     max_json_depth: int = 32
@@ -136,7 +138,7 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
 
 
-# name, type, default, meaning -- rendered into docs/configuration.md and the README.
+# name, default, meaning -- rendered into docs/configuration.md and the README (render_table below).
 SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("DATABASE_URL", "unset", "PostgreSQL >= 15 to use; unset starts an embedded PostgreSQL in the data dir"),
     ("LUNOGRAM_DATA_DIR", ".lunogram", "where the embedded PostgreSQL keeps its files (`<dir>/pg`)"),
@@ -331,3 +333,56 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         access=access,
         journeys=journeys,
     )
+
+
+# -- docs generated from SETTINGS_DOC ------------------------------------------------------------------------
+
+README_TABLE_START = (
+    "<!-- settings table: generated from config.SETTINGS_DOC by `python -m lunogram_server.config --write` -->"
+)
+README_TABLE_END = "<!-- end of settings table -->"
+
+
+def render_table() -> str:
+    """The settings as a Markdown table, one row per SETTINGS_DOC entry, in its order."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in SETTINGS_DOC]
+    return "\n".join(rows) + "\n"
+
+
+def render_configuration_doc() -> str:
+    """The whole of docs/configuration.md."""
+    return (
+        "<!-- Generated from src/lunogram_server/config.py (SETTINGS_DOC) by "
+        "`python -m lunogram_server.config --write`; edit SETTINGS_DOC, not this file. -->\n"
+        "# Configuration\n\n"
+        "`lunogram serve` and the other `lunogram` commands read these environment variables; the flags of\n"
+        "`lunogram serve` (`--host`, `--port`, `--role`, `--workers`, `--data-dir`, `--database-url`) override\n"
+        "them. An unset variable keeps its default.\n\n" + render_table()
+    )
+
+
+def with_readme_table(readme: str) -> str:
+    """`readme` with the text between the table markers replaced by the current table."""
+    start, end = readme.index(README_TABLE_START), readme.index(README_TABLE_END)
+    return readme[: start + len(README_TABLE_START)] + "\n" + render_table() + readme[end:]
+
+
+def _write_docs(root: Path) -> None:
+    (root / "docs" / "configuration.md").write_text(render_configuration_doc())
+    readme = root / "README.md"
+    readme.write_text(with_readme_table(readme.read_text()))
+
+
+if __name__ == "__main__":
+    # `python -m lunogram_server.config` prints docs/configuration.md; `--write` updates it and the README's
+    # table in the checkout this module belongs to.
+    if sys.argv[1:] == ["--write"]:
+        checkout = Path(__file__).resolve().parents[2]
+        if not (checkout / "README.md").exists() or not (checkout / "docs").is_dir():
+            raise SystemExit(f"--write needs a source checkout; {checkout} is not one")
+        _write_docs(checkout)
+    elif sys.argv[1:]:
+        raise SystemExit("usage: python -m lunogram_server.config [--write]")
+    else:
+        sys.stdout.write(render_configuration_doc())

@@ -1,5 +1,9 @@
 """`lunogram serve`: database (embedded or DATABASE_URL), migrations, first-start keys, then the HTTP API.
 
+What can stop a start (the port taken, the data directory, the database unreachable, a full disk) is
+checked as early as it can be and reported by `describe_failure` in one line; `lunogram serve` prints that
+line and exits 1 (the traceback only with LUNOGRAM_LOG_LEVEL=debug).
+
 A lock file in the data directory (flock, so the kernel releases it when the process dies, `kill -9`
 included) stops two servers from sharing one embedded PostgreSQL; a leftover lock from a killed server is
 simply taken over, and so is the PostgreSQL it left running.
@@ -8,8 +12,10 @@ simply taken over, and so is the PostgreSQL it left running.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
+import pwd
 import signal
 import socket
 import sys
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
+import psycopg.conninfo
 import structlog
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -29,24 +36,35 @@ from lunogram_server.app import build_app, settle_garbage_collector
 from lunogram_server.background import background, loop_connections
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
-from lunogram_server.db.embedded import EmbeddedPostgres, Watchdog
+from lunogram_server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, Watchdog
 from lunogram_server.db.migrate import migrate
 from lunogram_server.db.session import with_session_settings
 from lunogram_server.http.protocol import OneWriteHttpToolsProtocol
-from lunogram_server.projects.service import Bootstrap, bootstrap
+from lunogram_server.projects.service import Bootstrap, InvalidKeyError, bootstrap
 
 log = structlog.get_logger("lunogram.server")
 
 
-class AlreadyRunning(RuntimeError):
+class StartupError(RuntimeError):
+    """`serve` cannot start; the message is one line saying why and what to do."""
+
+
+class AlreadyRunning(StartupError):
     pass
 
 
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "serve.lock"
-    handle = path.open("a+")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+    except PermissionError as exc:
+        owner = _owner_of(data_dir)
+        raise StartupError(
+            f"cannot write to the data directory {data_dir} ({exc.strerror}: {exc.filename}){owner}; "
+            f"run `lunogram serve` as its owner or choose another --data-dir"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -65,6 +83,67 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _owner_of(path: Path) -> str:
+    for candidate in (path, *path.parents):
+        try:
+            uid = candidate.stat().st_uid
+        except OSError:
+            continue
+        try:
+            return f"; {candidate} belongs to {pwd.getpwuid(uid).pw_name}"
+        except KeyError:
+            return f"; {candidate} belongs to uid {uid}"
+    return ""
+
+
+def _where(conninfo: str) -> str:
+    """A conninfo or URL without its password: user@host:port/dbname."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unreadable DATABASE_URL"
+    host = parts.get("host") or parts.get("hostaddr") or "localhost"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    return f"{user}{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+
+
+def check_database(conninfo: str, what: str) -> None:
+    """Connect once before anything else, so an unreachable database or a wrong password is one clear line."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise StartupError(f"{what} is not a valid PostgreSQL URL or conninfo: {_one_line(str(exc))}") from None
+    timeout = {} if parts.get("connect_timeout") else {"connect_timeout": 10}
+    try:
+        psycopg.connect(conninfo, **timeout).close()  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        reason = _one_line(str(exc)).removeprefix("connection failed: ")
+        raise StartupError(f"cannot connect to {what} ({_where(conninfo)}): {reason}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe_failure(exc: BaseException, settings: Settings) -> str:
+    """One line for an exception that ended `serve`: ours carry it; the usual others are put in words."""
+    if isinstance(exc, StartupError | EmbeddedPostgresError):
+        return _one_line(str(exc))
+    if isinstance(exc, InvalidKeyError):  # a pinned LUNOGRAM_BOOTSTRAP_*_KEY
+        return f"LUNOGRAM_BOOTSTRAP_*_KEY: {_one_line(str(exc))}"
+    where = f"DATABASE_URL ({_where(settings.database_url)})" if settings.database_url else "the embedded PostgreSQL"
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return f"the disk of {where} is full: {_one_line(str(exc))}"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"the disk is full (No space left on device: {exc.filename}); free some space"
+    if isinstance(exc, psycopg.OperationalError):
+        return f"lost the connection to {where}: {_one_line(str(exc))}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    detail = _one_line(str(exc))
+    return f"{type(exc).__name__}{': ' + detail if detail else ''} (LUNOGRAM_LOG_LEVEL=debug prints the traceback)"
 
 
 async def _bootstrap(conninfo: str, settings: Settings) -> Bootstrap | None:
@@ -154,7 +233,7 @@ async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> N
     finally:
         task.cancel()
     if not server.started:
-        raise SystemExit(f"could not listen on {settings.host}:{settings.port}")
+        raise StartupError(f"could not start the HTTP API on {settings.host}:{settings.port} (see the log above)")
 
 
 WORKER_CONNINFO_ENV = "LUNOGRAM_WORKER_CONNINFO"
@@ -185,7 +264,7 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
     supervisor.run()
     # uvicorn's supervisor gives up when a worker fails at startup, but returns as if asked to stop
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
-        raise SystemExit(f"the HTTP workers failed to start on {settings.host}:{settings.port}")
+        raise StartupError(f"the HTTP workers failed to start on {settings.host}:{settings.port}")
 
 
 def _refuse_a_port_in_use(host: str, port: int) -> None:
@@ -198,7 +277,13 @@ def _refuse_a_port_in_use(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise SystemExit(f"could not listen on {host}:{port}: {exc.strerror}") from None
+            raise StartupError(f"could not listen on {host}:{port}: {exc.strerror}; {_port_remedy(exc)}") from None
+
+
+def _port_remedy(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "stop what uses it or choose another --port (LUNOGRAM_PORT)"
+    return "choose another --host or --port"
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -212,7 +297,7 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"could not listen on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"could not listen on {host}:{port}: {exc.strerror}; {_port_remedy(exc)}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -301,7 +386,11 @@ def _serve_on(settings: Settings, conninfo: str) -> None:
 
 
 def serve(settings: Settings) -> None:
+    if settings.role in ("all", "api"):
+        # before the database starts: a port in use should not cost an initdb to find out
+        _refuse_a_port_in_use(settings.host, settings.port)
     if settings.database_url:
+        check_database(settings.database_url, "DATABASE_URL")
         _serve_on(settings, settings.database_url)
         return
     with data_dir_lock(settings.data_dir):

@@ -1,4 +1,4 @@
-"""Accepting a batch: validate all of it, then store all of it in one statement (CONTRACT.md "Semantics").
+"""Accepting a batch: validate all of it, then store all of it in one statement (docs/api.md "Events").
 
 Nothing here resolves identities: the request path only checks and appends to the inbox, so ingest costs
 one round trip however many events the batch holds.

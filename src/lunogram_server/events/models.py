@@ -1,4 +1,4 @@
-"""Event batches as the SDKs send them (CONTRACT.md "Event", "OrganizationEvent"), and what workers hand on."""
+"""Event batches as the SDKs send them (docs/api.md "Events"), and what workers hand on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/client: the routes the Lunogram SDKs speak (CONTRACT.md "Routes").
+"""/api/client: the routes the Lunogram SDKs speak (docs/api.md "Routes").
 
 Thin: `accept` checks the key, the body and its shape; a service does the work in one round trip.
 """

@@ -1,4 +1,4 @@
-"""The identifiers a request names a user or organization by (CONTRACT.md "ExternalID")."""
+"""The identifiers a request names a user or organization by (docs/api.md "Identifiers")."""
 
 from __future__ import annotations
 

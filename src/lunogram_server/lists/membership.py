@@ -195,7 +195,7 @@ async def reevaluate_pending(conn: AsyncConnection[Any], limit: int = 1000) -> i
 
 
 class ListsSubscriber:
-    """The event pipeline's built-in subscriber (events/subscribers.py): events can move users in or out
+    """An "events applied" subscriber (reactions.py): events can move users in or out
     of lists with event conditions; re-evaluated in the worker's transaction."""
 
     async def on_events(self, conn: AsyncConnection[Any], events: Sequence[ProcessedEvent]) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, StringConstraints
 
 from lunogram_server.identity import IdentifierRef, Identifiers, StrictModel
-from lunogram_server.users.models import ExternalIDOut
+from lunogram_server.users.models import Absent, ExternalIDOut
 
 
 class UpsertOrganization(StrictModel):
@@ -33,7 +33,7 @@ class Organization(BaseModel):
     id: UUID
     project_id: UUID
     identifier: list[ExternalIDOut]
-    name: str | None
+    name: str | Absent = None
     data: dict[str, Any]
     version: int
     created_at: datetime

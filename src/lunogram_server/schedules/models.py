@@ -1,4 +1,4 @@
-"""Schedule requests and responses (CONTRACT.md "UpsertScheduled", "ScheduledAccepted")."""
+"""Schedule requests and responses (docs/api.md "Schedules")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response shapes of the user routes (CONTRACT.md "Shapes")."""
+"""Request and response shapes of the user routes (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel
+from pydantic.json_schema import SkipJsonSchema
 
 from lunogram_server.identity import Identifiers, StrictModel
 
@@ -94,15 +95,20 @@ class ExternalIDOut(BaseModel):
     updated_at: datetime
 
 
+# A response field that is left out when it has no value, never null (upstream Lunogram's published schemas
+# have these as optional strings): in the OpenAPI schema a string that is not required.
+Absent = SkipJsonSchema[None]
+
+
 class User(BaseModel):
     id: UUID
     project_id: UUID
     identifier: list[ExternalIDOut]
-    email: str | None
-    phone: str | None
+    email: str | Absent = None
+    phone: str | Absent = None
     data: dict[str, Any]
-    timezone: str | None
-    locale: str | None
+    timezone: str | Absent = None
+    locale: str | Absent = None
     has_push_device: bool
     version: int
     created_at: datetime
@@ -111,7 +117,7 @@ class User(BaseModel):
 
 class Membership(BaseModel):
     organization_id: UUID
-    organization_name: str | None
+    organization_name: str | Absent = None
     data: dict[str, Any]
     created_at: datetime
     updated_at: datetime

@@ -1,9 +1,10 @@
 -- Organizations and memberships: merge, add/remove member, the API's JSON (upsert, delete: identity/sql).
 -- Installed (CREATE OR REPLACE) at every migrate; see users/sql/functions.sql for the conventions.
 
+-- The Organization object of the Client API (docs/api.md "Responses"): `name` is left out when unset, never null.
 CREATE OR REPLACE FUNCTION lunogram_organization_json(p_org uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $fn$
-    SELECT jsonb_build_object(
+    SELECT jsonb_strip_nulls(jsonb_build_object('name', o.name)) || jsonb_build_object(
         'id', o.id,
         'project_id', o.project_id,
         'identifier', coalesce((
@@ -12,7 +13,6 @@ LANGUAGE sql STABLE AS $fn$
                        'metadata', i.metadata, 'created_at', i.created_at, 'updated_at', i.updated_at)
                    ORDER BY i.created_at, i.id)
             FROM organization_identifiers AS i WHERE i.organization_id = o.id), '[]'::jsonb),
-        'name', o.name,
         'data', o.data,
         'version', o.version,
         'created_at', o.created_at,

@@ -3,10 +3,13 @@
 -- Each call is one statement, hence one transaction and one round trip; inside, every statement sees the
 -- previous one's writes, which a single multi-CTE statement would not.
 
--- The User object of the Client API (CONTRACT.md "Shapes").
+-- The User object of the Client API (docs/api.md "Responses"). email, phone, timezone and locale are left
+-- out when they have no value, never null, as upstream Lunogram's published schemas have them (optional
+-- strings). Only those four are stripped: a null inside `data` or `metadata` is the caller's and stays.
 CREATE OR REPLACE FUNCTION lunogram_user_json(p_user uuid) RETURNS jsonb
 LANGUAGE sql STABLE AS $fn$
-    SELECT jsonb_build_object(
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'email', u.email, 'phone', u.phone, 'timezone', u.timezone, 'locale', u.locale)) || jsonb_build_object(
         'id', u.id,
         'project_id', u.project_id,
         'identifier', coalesce((
@@ -15,11 +18,7 @@ LANGUAGE sql STABLE AS $fn$
                        'metadata', i.metadata, 'created_at', i.created_at, 'updated_at', i.updated_at)
                    ORDER BY i.created_at, i.id)
             FROM user_identifiers AS i WHERE i.user_id = u.id), '[]'::jsonb),
-        'email', u.email,
-        'phone', u.phone,
         'data', u.data,
-        'timezone', u.timezone,
-        'locale', u.locale,
         'has_push_device', u.has_push_device,
         'version', u.version,
         'created_at', u.created_at,
