@@ -21,7 +21,7 @@ from lunogram_server import __version__
 from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
-from lunogram_server.http import admin, client, lists, ops, schedules
+from lunogram_server.http import admin, client, lists, ops, schedules, templates
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.fastlane import FastLane
@@ -73,6 +73,8 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
         app.include_router(router, include_in_schema=False)
     app.include_router(admin.router)
     app.include_router(lists.router)
+    app.include_router(templates.router)
+    app.include_router(templates.snippets_router)
     app.include_router(ops.router)
     app.add_middleware(
         CORSMiddleware,
