@@ -73,7 +73,7 @@ class PreviewTemplate(_Strict):
     @model_validator(mode="after")
     def _one_user(self) -> PreviewTemplate:
         if (self.user is None) == (self.user_id is None):
-            raise ValueError("user: name the user by `user` (identifiers) or by `user_id`, one of the two")
+            raise ValueError("name the user by `user` (identifiers) or by `user_id`, one of the two")
         return self
 
 

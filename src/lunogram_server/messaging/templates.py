@@ -862,25 +862,28 @@ _CELL = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
 _PARAGRAPH = re.compile(r"</?(?:p|h[1-6]|blockquote|pre|table|ul|ol|hr)\b[^>]*>", re.IGNORECASE)
 _LINE = re.compile(r"</?(?:div|tr|section|article|header|footer|center)\b[^>]*>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+# block boundaries are marked (\x01 a line, \x02 a paragraph) so that nested blocks make one break, not many
+_BOUNDARY = re.compile(r"[ \t\r\f\v\xa0]*[\x01\x02][\s\x01\x02]*")
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
 _BLANKS = re.compile(r"\n\s*\n\s*(?:\n\s*)+")
 
 
 def html_to_text(html: str) -> str:
-    """A plain-text part from HTML: blocks become lines, links `text (url)`, list items `- item`; head,
-    style, script and comments dropped; entities decoded. Regular expressions rather than an HTML parser:
-    the stdlib parser cost more than the Liquid render of the same email (bench/templates.py)."""
-    text = _DROP.sub("", html)
+    """A plain-text part from HTML: blocks become lines (paragraphs, headings, lists and tables blank-line
+    separated), links `text (url)`, list items `- item`; head, style, script and comments dropped; entities
+    decoded. Regular expressions rather than an HTML parser: the stdlib parser cost more than the Liquid
+    render of the same email (bench/templates.py)."""
+    text = _DROP.sub("", html.replace("\x01", "").replace("\x02", ""))
     text = _LINK.sub(_link_text, text)
     text = _BREAK.sub("\n", text)
-    text = _ITEM.sub("\n- ", text)
+    text = _ITEM.sub("\x01- ", text)
     text = _CELL.sub(" ", text)
-    text = _PARAGRAPH.sub("\n\n", text)
-    text = _LINE.sub("\n", text)
+    text = _PARAGRAPH.sub("\x02", text)
+    text = _LINE.sub("\x01", text)
     text = html_lib.unescape(_TAG.sub("", text))
+    text = _BOUNDARY.sub(lambda m: "\n\n" if "\x02" in m.group() else "\n", text)
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    text = "\n".join(lines)
-    return _BLANKS.sub("\n\n", text).strip()
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 
 
 def _link_text(match: re.Match[str]) -> str:
