@@ -453,7 +453,7 @@ def test_a_runaway_template_fails_with_a_clear_error_not_a_hang(client: httpx.Cl
     growing = "{% assign s = 'abcdefgh' %}{% for i in (1..40) %}{% assign s = s | append: s %}{% endfor %}{{ s }}"
     expected = {
         nested: "variants.en.body: line 1, column 4: loop iteration limit reached (at most 10,000 iterations;",
-        huge: "variants.en.body: line 1, column 4: output larger than 1,048,576 bytes",
+        huge: "variants.en.body: line 1, column 4: output longer than 1,048,576 characters",
         growing: "variants.en.body: line 1, column 31: assigned and captured variables larger than 262,144 bytes",
     }
     for source, detail in expected.items():

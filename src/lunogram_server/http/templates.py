@@ -37,6 +37,7 @@ from lunogram_server.messaging.template_models import (
     Validated,
 )
 from lunogram_server.messaging.templates import (
+    SNIPPET_NAME,
     Channel,
     RenderError,
     SourceProblem,
@@ -64,7 +65,14 @@ def _missing(template_id: UUID) -> ProblemError:
 
 
 def _snippet_missing(name: str) -> ProblemError:
-    return ProblemError(404, f"snippet {name!r}: not found in this project")
+    return ProblemError(404, f"snippet {name[:100]!r}: not found in this project")
+
+
+def _snippet_name(name: str) -> str:
+    """A name no snippet can have (a NUL, a space, too long) is simply not found."""
+    if not SNIPPET_NAME.match(name):
+        raise _snippet_missing(name)
+    return name
 
 
 def _invalid(problems: list[SourceProblem]) -> Response:
@@ -238,6 +246,7 @@ async def list_snippets(auth: Operator, request: Request, limit: Limit = 100, of
 
 @snippets_router.get("/{name}", response_model=SnippetDetail, responses=FOUND_ERRORS, summary="A snippet")
 async def get_snippet(name: str, auth: Operator, request: Request) -> Response:
+    name = _snippet_name(name)
     async with request.app.state.pool.connection() as conn:
         text = await service.snippet_detail(conn, auth.project_id, name)
     if text is None:
@@ -253,6 +262,7 @@ async def get_snippet(name: str, auth: Operator, request: Request) -> Response:
     summary="Replace a snippet's source (templates rendering it use the new source from the next render)",
 )
 async def update_snippet(name: str, auth: Operator, request: Request) -> Response:
+    name = _snippet_name(name)
     _, body = await accept(request, Permission.WRITE, UpdateSnippet)
 
     async def work() -> Response:
@@ -273,6 +283,7 @@ async def update_snippet(name: str, auth: Operator, request: Request) -> Respons
     summary="Delete a snippet no template or snippet renders (409 names those that do)",
 )
 async def delete_snippet(name: str, auth: Operator, request: Request) -> Response:
+    name = _snippet_name(name)
     try:
         async with request.app.state.pool.connection() as conn:
             if not await service.delete_snippet(conn, auth.project_id, name):
