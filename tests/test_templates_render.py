@@ -207,3 +207,34 @@ def test_check_source_reports_snippets_and_problems() -> None:
     assert [str(p) for p in check_source("f", "x" * 262_145 + "{{ x }}").problems] == [
         "f: source longer than 262144 characters"
     ]
+
+
+def test_limits_liquid_leaves_open_are_closed() -> None:
+    """Liquid caps each loop and the output; loops one after another and the values filters build on the way
+    are capped per render too, so a short template cannot burn seconds of CPU or gigabytes of memory."""
+    context = message_context(UserContext(id="u", data={"big": "x" * 300_000}))
+    sequential = "{% for i in (1..9000) %}{% endfor %}" * 6
+    with pytest.raises(RenderError, match=r"at most 50,000 iterations of all loops together"):
+        render(sms(sequential), None, context, {})
+    render(sms("{% for i in (1..9000) %}{% endfor %}" * 5), None, context, {})  # 45,000: fine
+    nested = "{% for a in (1..100) %}{% for b in (1..100) %}{% endfor %}{% endfor %}"  # 10,100 in all
+    render(sms(nested), None, context, {})
+    bomb = "{{ user.data.big" + " | append: user.data.big" * 4 + " | size }}"
+    with pytest.raises(RenderError, match=r"line 1, column \d+: append: result longer than 1,048,576 characters"):
+        render(sms(bomb), None, context, {})
+    many = "{% for i in (1..60) %}{{ user.data.big | append: 'y' | size }}{% endfor %}"
+    with pytest.raises(RenderError, match=r"filters made more than 16,777,216 characters in all"):
+        render(sms(many), None, context, {})
+    with pytest.raises(RenderError, match=r"split: result longer than 100,000 items"):
+        render(sms("{{ user.data.big | split: '' | size }}"), None, context, {})
+    assert render(sms("{{ user.data.big | size }} {{ 'a,b' | split: ',' | join: '-' }}"), None, context, {}) == (
+        RenderedText("sms", "en", "300000 a-b")
+    )
+
+
+def test_block_nesting_is_capped_at_save() -> None:
+    deep = "{% if true %}" * 31 + "x" + "{% endif %}" * 31
+    assert [str(p) for p in check_source("f", deep).problems] == [
+        "f: line 1, column 404: tags nest deeper than 30 levels"
+    ]
+    assert check_source("f", "{% if true %}" * 29 + "x" + "{% endif %}" * 29).problems == []

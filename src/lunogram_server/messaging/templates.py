@@ -18,6 +18,7 @@ and snippet depth, so a template from the console can neither hang a sender nor 
 
 from __future__ import annotations
 
+import functools
 import html as html_lib
 import re
 import threading
@@ -37,7 +38,9 @@ import orjson
 from liquid import BoundTemplate, Environment, RenderContext
 from liquid.builtin.expressions import StringLiteral
 from liquid.exceptions import (
+    BlockNestingError,
     ContextDepthError,
+    FilterValueError,
     LiquidError,
     LocalNamespaceLimitError,
     LoopIterationLimitError,
@@ -62,6 +65,10 @@ MAX_LOOP_ITERATIONS = 10_000  # per loop; nested loops multiply (a 100 x 100 nes
 MAX_LOCALS_BYTES = 262_144  # assign/capture variables of one render (sys.getsizeof of the values)
 MAX_BLOCK_NESTING = 30  # tags inside tags
 MAX_SNIPPET_DEPTH = 5  # a snippet that renders a snippet that renders ...
+MAX_RENDER_ITERATIONS = 50_000  # all loops of one field's render together (sequential loops add up)
+MAX_FILTER_RESULT_CHARS = MAX_OUTPUT_CHARS  # one filter's result (`append`, `replace`, `join`, ...)
+MAX_FILTER_RESULT_ITEMS = 100_000  # one filter's list result (`split`, `map`, `concat`, ...)
+MAX_FILTERED_CHARS = 16 * MAX_OUTPUT_CHARS  # all filter results of one field's render together
 MAX_SNIPPET_NAME = 100
 
 SNIPPET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
@@ -113,9 +120,68 @@ class _OutputBuffer(LimitedStringIO):
         return StringIO.write(self, text)
 
 
+@dataclass(slots=True)
+class _Budget:
+    """What one field's render (with its snippets) has spent of the limits Liquid does not keep itself:
+    Liquid caps each loop (nested ones multiplied) but not loops one after another, and caps output but
+    not the values filters make on the way (`{{ x | append: x | append: x ... }}`)."""
+
+    iterations: int = 0
+    filtered: int = 0
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("lunogram_render_budget", default=None)
+
+
+class _TotalIterationsError(LoopIterationLimitError):
+    pass
+
+
+class MessageContext(RenderContext):
+    """Counts every loop's iterations against the render's budget (Liquid checks each loop alone)."""
+
+    __slots__ = ()
+
+    def raise_for_loop_limit(self, length: int = 1) -> None:
+        super().raise_for_loop_limit(length)
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.iterations += length
+            if budget.iterations > MAX_RENDER_ITERATIONS:
+                raise _TotalIterationsError("loop iteration limit reached", token=None)
+
+
+def _bounded(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose results are capped: each string or list, and all strings of a render together."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        if isinstance(result, str):
+            size = len(result)
+            if size > MAX_FILTER_RESULT_CHARS:
+                raise FilterValueError(f"{name}: result longer than {MAX_FILTER_RESULT_CHARS:,} characters", token=None)
+            budget = _BUDGET.get()
+            if budget is not None and size > 64:
+                budget.filtered += size
+                if budget.filtered > MAX_FILTERED_CHARS:
+                    message = f"{name}: filters made more than {MAX_FILTERED_CHARS:,} characters in all"
+                    raise FilterValueError(message, token=None)
+        elif isinstance(result, list | tuple) and len(result) > MAX_FILTER_RESULT_ITEMS:
+            raise FilterValueError(f"{name}: result longer than {MAX_FILTER_RESULT_ITEMS:,} items", token=None)
+        return result
+
+    for flag in ("with_context", "with_environment"):
+        if getattr(func, flag, False):
+            setattr(bounded, flag, True)
+    return bounded
+
+
 class MessageTemplate(BoundTemplate):
     """Counts snippet nesting (render/include render a template with `partial=True`); a cheaper output
     buffer."""
+
+    context_class = MessageContext
 
     def _get_buffer(self) -> StringIO:
         return _OutputBuffer(limit=MAX_OUTPUT_CHARS)
@@ -192,6 +258,8 @@ class MessageEnvironment(Environment):
     def __init__(self, *, autoescape: bool, loader: SnippetLoader) -> None:
         super().__init__(autoescape=autoescape, loader=loader)
         self.add_filter("json", _json_filter)
+        for name, func in list(self.filters.items()):
+            self.filters[name] = _bounded(name, func)
 
     def from_string(
         self,
@@ -565,8 +633,12 @@ def _snippet_named(source: str) -> str | None:
 
 
 def _message(exc: LiquidError) -> str:
+    if isinstance(exc, _TotalIterationsError):
+        return f"loop iteration limit reached (at most {MAX_RENDER_ITERATIONS:,} iterations of all loops together)"
     if isinstance(exc, LoopIterationLimitError):
         return f"loop iteration limit reached (at most {MAX_LOOP_ITERATIONS:,} iterations; nested loops multiply)"
+    if isinstance(exc, BlockNestingError):
+        return f"tags nest deeper than {MAX_BLOCK_NESTING} levels"
     if isinstance(exc, OutputStreamLimitError):
         return f"output longer than {MAX_OUTPUT_CHARS:,} characters"
     if isinstance(exc, LocalNamespaceLimitError):
@@ -686,7 +758,11 @@ class _Compiled:
         if isinstance(parsed, str):
             return parsed
         try:
-            return parsed.render(context)
+            token = _BUDGET.set(_Budget())
+            try:
+                return parsed.render(context)
+            finally:
+                _BUDGET.reset(token)
         except LiquidError as exc:
             raise RenderError(_problem(self.prefix + path, exc, self.sources[path])) from None
         except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
