@@ -922,7 +922,7 @@ _RENDERERS: dict[str, Callable[[str, Content, _Compiled, Mapping[str, Any]], Ren
 # other at-rules stay in a <style> block for the clients that honour them.
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 _HAS_CSS = re.compile(r"<(?:style|link)\b", re.IGNORECASE)
-_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_BODY_OPEN = re.compile(r"<body\b[^<>]*>", re.IGNORECASE)
 _PREHEADER_STYLE = (
     "display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;opacity:0;overflow:hidden;mso-hide:all"
 )
@@ -947,18 +947,27 @@ def insert_preheader(html: str, preheader: str) -> str:
     return html[: match.end()] + block + html[match.end() :]
 
 
-_DROP = re.compile(r"<!--.*?-->|<(head|style|script|title|template)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_LINK = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)[^>]*>(.*?)</a\s*>""", re.IGNORECASE | re.DOTALL)
-_BREAK = re.compile(r"<br\b[^>]*>", re.IGNORECASE)
-_ITEM = re.compile(r"<li\b[^>]*>", re.IGNORECASE)
+# Every pattern below runs in time linear in the HTML, whatever the HTML: no `.*?` or `[^>]*` that could
+# rescan the rest of a document from each of thousands of unclosed `<a`, `<!--` or `<` (rendered HTML may be
+# up to MAX_OUTPUT_CHARS, and a pattern that rescans is quadratic: minutes for one message).
+_INVISIBLE = re.compile(r"<!--|<(head|style|script|title|template)\b", re.IGNORECASE)
+_CLOSERS = {
+    name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in ("head", "style", "script", "title", "template")
+}
+_LINK = re.compile(
+    r"""<a\b[^<>]*?\bhref\s*=\s*("[^"<>]*"|'[^'<>]*'|[^\s<>]+)[^<>]*>((?:[^<]|<(?!/?a\b))*?)</a\s*>""",
+    re.IGNORECASE,
+)
+_BREAK = re.compile(r"<br\b[^<>]*>", re.IGNORECASE)
+_ITEM = re.compile(r"<li\b[^<>]*>", re.IGNORECASE)
 _CELL = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
-_PARAGRAPH = re.compile(r"</?(?:p|h[1-6]|blockquote|pre|table|ul|ol|hr)\b[^>]*>", re.IGNORECASE)
-_LINE = re.compile(r"</?(?:div|tr|section|article|header|footer|center)\b[^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
+_PARAGRAPH = re.compile(r"</?(?:p|h[1-6]|blockquote|pre|table|ul|ol|hr)\b[^<>]*>", re.IGNORECASE)
+_LINE = re.compile(r"</?(?:div|tr|section|article|header|footer|center)\b[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^<>]*>")
 # block boundaries are marked (\x01 a line, \x02 a paragraph) so that nested blocks make one break, not many
-_BOUNDARY = re.compile(r"[ \t\r\f\v\xa0]*[\x01\x02][\s\x01\x02]*")
+_BOUNDARY = re.compile(r"[\x01\x02][\s\x01\x02]*")
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
-_BLANKS = re.compile(r"\n\s*\n\s*(?:\n\s*)+")
+_BLANKS = re.compile(r"\n{3,}")
 
 
 def html_to_text(html: str) -> str:
@@ -966,7 +975,7 @@ def html_to_text(html: str) -> str:
     separated), links `text (url)`, list items `- item`; head, style, script and comments dropped; entities
     decoded. Regular expressions rather than an HTML parser: the stdlib parser cost more than the Liquid
     render of the same email (bench/templates.py)."""
-    text = _DROP.sub("", html.replace("\x01", "").replace("\x02", ""))
+    text = _drop_invisible(html.replace("\x01", "").replace("\x02", ""))
     text = _LINK.sub(_link_text, text)
     text = _BREAK.sub("\n", text)
     text = _ITEM.sub("\x01- ", text)
@@ -977,6 +986,26 @@ def html_to_text(html: str) -> str:
     text = _BOUNDARY.sub(lambda m: "\n\n" if "\x02" in m.group() else "\n", text)
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _drop_invisible(html: str) -> str:
+    """Without comments and head, style, script, title and template elements (an unclosed one runs to the end)."""
+    found = _INVISIBLE.search(html)
+    if found is None:
+        return html
+    kept: list[str] = []
+    position = 0
+    while found is not None:
+        kept.append(html[position : found.start()])
+        if found.group(1) is None:
+            close = html.find("-->", found.end())
+            position = len(html) if close < 0 else close + 3
+        else:
+            closing = _CLOSERS[found.group(1).lower()].search(html, found.end())
+            position = len(html) if closing is None else closing.end()
+        found = _INVISIBLE.search(html, position)
+    kept.append(html[position:])
+    return "".join(kept)
 
 
 def _link_text(match: re.Match[str]) -> str:
