@@ -21,7 +21,7 @@ from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.session import with_session_settings
-from lunogram_server.http import admin, client, journeys, lists, ops, schedules
+from lunogram_server.http import admin, client, journeys, lists, ops, schedules, templates
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.cors import Cors
@@ -80,6 +80,8 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     app.include_router(admin.router)
     app.include_router(lists.router)
     app.include_router(journeys.router)
+    app.include_router(templates.router)
+    app.include_router(templates.snippets_router)
     app.include_router(ops.router)
     app.add_middleware(
         Cors,
