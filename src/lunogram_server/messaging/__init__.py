@@ -1,0 +1,1 @@
+"""Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking."""
