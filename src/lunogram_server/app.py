@@ -21,11 +21,13 @@ from lunogram_server import __version__
 from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
-from lunogram_server.http import admin, client, lists, ops, schedules
+from lunogram_server.http import admin, client, lists, ops, providers, schedules
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.fastlane import FastLane
 from lunogram_server.http.problems import install_handlers
+from lunogram_server.messaging import crypto
+from lunogram_server.messaging.providers_service import ProviderRegistry
 from lunogram_server.organizations import service as organizations
 from lunogram_server.users import service as users
 
@@ -46,11 +48,14 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
         app.state.pool = pool
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds)
         app.state.upserts = Upserts(pool, settings)
+        app.state.keyring = crypto.keyring(settings)
+        app.state.providers = ProviderRegistry()
         settle_garbage_collector()
         try:
             async with background(pool, settings):
                 yield
         finally:
+            await app.state.providers.aclose()
             await pool.close()
 
     app = FastAPI(
@@ -73,6 +78,7 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
         app.include_router(router, include_in_schema=False)
     app.include_router(admin.router)
     app.include_router(lists.router)
+    app.include_router(providers.router)
     app.include_router(ops.router)
     app.add_middleware(
         CORSMiddleware,

@@ -77,6 +77,9 @@ class Settings:
     bootstrap_secret_key: str | None = None
     log_level: str = "info"
     log_json: bool = False
+    # secrets at rest (messaging/crypto.py); repr=False keeps them out of any printed Settings
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_keys_old: str = field(default="", repr=False)
     limits: Limits = field(default_factory=Limits)
     events: EventSettings = field(default_factory=EventSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -135,6 +138,17 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("LUNOGRAM_SCHEDULER_POLL_SECONDS", "0.2", "how often an idle scheduler looks for due schedules"),
     ("LUNOGRAM_LIST_POLL_SECONDS", "0.2", "how often the lists loop looks for stale lists and changed profiles"),
     ("LUNOGRAM_LIST_TIME_RECHECK_SECONDS", "60", "how often lists with time windows are recomputed"),
+    (
+        "LUNOGRAM_ENCRYPTION_KEY",
+        "unset",
+        "base64 of 32 random bytes (`openssl rand -base64 32`) encrypting provider secrets at rest; unset with the "
+        "embedded PostgreSQL: made once in `<data dir>/encryption.key`; unset with DATABASE_URL: secrets are refused",
+    ),
+    (
+        "LUNOGRAM_ENCRYPTION_KEYS_OLD",
+        "unset",
+        "comma-separated earlier keys, still used to decrypt (rotation: see docs/messaging.md)",
+    ),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -198,6 +212,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         bootstrap_secret_key=env.get("LUNOGRAM_BOOTSTRAP_SECRET_KEY") or None,
         log_level=env.get("LUNOGRAM_LOG_LEVEL", base.log_level),
         log_json=_env_bool(env.get("LUNOGRAM_LOG_JSON", "false")),
+        encryption_key=env.get("LUNOGRAM_ENCRYPTION_KEY") or None,
+        encryption_keys_old=env.get("LUNOGRAM_ENCRYPTION_KEYS_OLD", ""),
         limits=limits,
         events=events,
         schedules=schedules,
