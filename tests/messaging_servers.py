@@ -1236,7 +1236,11 @@ class SmtpServer:
 
         options: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.port, "ready_timeout": 10}
         if self.users is not None:
-            options.update(authenticator=authenticator, auth_required=True, auth_require_tls=self.security != "none")
+            # implicit TLS is TLS from the first byte, but aiosmtpd only counts STARTTLS as TLS for AUTH (and
+            # warns "Requiring AUTH while not requiring TLS" at each connection: harmless here)
+            options.update(
+                authenticator=authenticator, auth_required=True, auth_require_tls=self.security == "starttls"
+            )
         if self.security == "starttls":
             options.update(tls_context=TLS.server_context(), require_starttls=True)
         elif self.security == "tls":
