@@ -54,10 +54,6 @@ from messaging_servers import (
     WhatsappServer,
 )
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # aiosmtpd's own use of Session.login_data
-    pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),  # see SmtpServer
-]
 LOOPBACK = parse_networks("127.0.0.0/8")
 UNSUBSCRIBE = {
     "List-Unsubscribe": "<https://example.com/unsubscribe/abc>, <mailto:unsubscribe@example.com?subject=abc>",

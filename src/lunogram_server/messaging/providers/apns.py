@@ -23,6 +23,7 @@ from lunogram_server.messaging.providers import jwt
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -45,9 +46,7 @@ class ApnsConfig(ProviderConfig):
     key_id: str = Field(pattern=r"^[A-Z0-9]{10}$")
     topic: str = Field(min_length=1, max_length=255, description="the app's bundle id")
     environment: Literal["production", "sandbox"] = "production"
-    base_url: str | None = Field(
-        default=None, pattern=r"^https?://", max_length=500, description="default by environment"
-    )
+    base_url: HttpUrl | None = Field(default=None, description="default by environment")
     push_type: Literal["alert", "background"] = "alert"
     expiration_seconds: int | None = Field(default=None, ge=0, le=2_419_200, description="unset: APNs tries once")
     sound: str | None = Field(default="default", max_length=255)

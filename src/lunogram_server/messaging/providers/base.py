@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, ClassVar, Literal, Protocol, get_args
+from typing import Annotated, Any, ClassVar, Literal, Protocol, get_args
+from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 Channel = Literal["email", "sms", "push", "webhook", "whatsapp"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
@@ -127,6 +128,21 @@ class ProviderConfigError(ValueError):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+def _http_url(value: str) -> str:
+    try:
+        urlsplit(value).port  # noqa: B018 - raises for a malformed host or port
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError):
+        raise ValueError("must be an http or https URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http or https URL with a host")
+    return value
+
+
+# a URL setting: checked when saved, so a send never meets one httpx cannot use
+HttpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_http_url)]
 
 
 class ProviderConfig(BaseModel):

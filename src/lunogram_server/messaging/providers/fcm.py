@@ -21,6 +21,7 @@ from lunogram_server.messaging.providers import jwt
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -46,7 +47,7 @@ class ServiceAccount(BaseModel):
     client_email: str = Field(min_length=3, max_length=320)
     private_key: str = Field(min_length=100, max_length=8192)
     private_key_id: str | None = Field(default=None, max_length=200)
-    token_uri: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
+    token_uri: HttpUrl | None = Field(default=None)
     project_id: str | None = Field(default=None, max_length=100)
 
 
@@ -54,10 +55,8 @@ class FcmConfig(ProviderConfig):
     project_id: str | None = Field(
         default=None, pattern=r"^[a-z0-9-]{1,100}$", description="default: the service account's project_id"
     )
-    base_url: str = Field(default="https://fcm.googleapis.com", pattern=r"^https?://", max_length=500)
-    token_url: str | None = Field(
-        default=None, pattern=r"^https?://", max_length=500, description="default: the service account's token_uri"
-    )
+    base_url: HttpUrl = Field(default="https://fcm.googleapis.com")
+    token_url: HttpUrl | None = Field(default=None, description="default: the service account's token_uri")
     android_priority: Literal["high", "normal"] = "high"
     ttl_seconds: int | None = Field(default=None, ge=0, le=2_419_200)
 

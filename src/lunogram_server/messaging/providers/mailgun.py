@@ -15,6 +15,7 @@ from lunogram_server.messaging.providers.base import (
     Channel,
     EmailConfig,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     body_text,
@@ -26,7 +27,7 @@ from lunogram_server.messaging.providers.mail import prepare
 
 class MailgunConfig(EmailConfig):
     domain: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.-]+$")
-    base_url: str = Field(default="https://api.mailgun.net", pattern=r"^https?://", max_length=500)
+    base_url: HttpUrl = Field(default="https://api.mailgun.net")
 
 
 class MailgunSecrets(BaseModel):

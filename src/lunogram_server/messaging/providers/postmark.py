@@ -17,6 +17,7 @@ from lunogram_server.messaging.providers.base import (
     Channel,
     EmailConfig,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     http_outcome,
@@ -28,7 +29,7 @@ _INACTIVE_RECIPIENT = 406
 
 
 class PostmarkConfig(EmailConfig):
-    base_url: str = Field(default="https://api.postmarkapp.com", pattern=r"^https?://", max_length=500)
+    base_url: HttpUrl = Field(default="https://api.postmarkapp.com")
     message_stream: str = Field(default="outbound", min_length=1, max_length=100)
 
 

@@ -16,6 +16,7 @@ from lunogram_server.messaging.providers.base import (
     Channel,
     EmailConfig,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     http_outcome,
@@ -25,7 +26,7 @@ from lunogram_server.messaging.providers.mail import prepare
 
 
 class SendgridConfig(EmailConfig):
-    base_url: str = Field(default="https://api.sendgrid.com", pattern=r"^https?://", max_length=500)
+    base_url: HttpUrl = Field(default="https://api.sendgrid.com")
 
 
 class SendgridSecrets(BaseModel):

@@ -18,6 +18,7 @@ from lunogram_server.messaging.providers.base import (
     Channel,
     EmailConfig,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     http_outcome,
@@ -33,9 +34,7 @@ _THROTTLED = ("TooManyRequestsException", "LimitExceededException", "ThrottlingE
 class SesConfig(EmailConfig):
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$", max_length=40, description="e.g. eu-west-1")
     access_key_id: str = Field(min_length=16, max_length=128)
-    base_url: str | None = Field(
-        default=None, pattern=r"^https?://", max_length=500, description="default https://email.<region>.amazonaws.com"
-    )
+    base_url: HttpUrl | None = Field(default=None, description="default https://email.<region>.amazonaws.com")
     configuration_set: str | None = Field(default=None, max_length=64)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -31,8 +32,8 @@ class TwilioConfig(ProviderConfig):
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
     from_number: str | None = Field(default=None, pattern=E164, description="E.164 sender number")
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    status_callback: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
-    base_url: str = Field(default="https://api.twilio.com", pattern=r"^https?://", max_length=500)
+    status_callback: HttpUrl | None = Field(default=None)
+    base_url: HttpUrl = Field(default="https://api.twilio.com")
 
     @model_validator(mode="after")
     def _one_sender(self) -> TwilioConfig:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -35,8 +36,8 @@ _BARRED = "7"
 class VonageConfig(ProviderConfig):
     api_key: str = Field(min_length=1, max_length=64)
     sender: str = Field(min_length=1, max_length=15, description="the number or alphanumeric id sent from")
-    callback: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
-    base_url: str = Field(default="https://rest.nexmo.com", pattern=r"^https?://", max_length=500)
+    callback: HttpUrl | None = Field(default=None)
+    base_url: HttpUrl = Field(default="https://rest.nexmo.com")
 
 
 class VonageSecrets(BaseModel):

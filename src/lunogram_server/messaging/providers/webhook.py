@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -50,9 +51,7 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
 
 
 class WebhookConfig(ProviderConfig):
-    url: str | None = Field(
-        default=None, pattern=r"^https?://", max_length=2000, description="used when a message has none"
-    )
+    url: HttpUrl | None = Field(default=None, description="used when a message has none")
     headers: dict[str, str] = Field(default_factory=dict, description="sent with every call")
 
     @field_validator("headers")

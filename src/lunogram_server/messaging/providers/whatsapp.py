@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lunogram_server.messaging.providers.base import (
     Channel,
     HttpProvider,
+    HttpUrl,
     Message,
     Outcome,
     ProviderConfig,
@@ -33,7 +34,7 @@ _UNDELIVERABLE = 131026
 class WhatsappConfig(ProviderConfig):
     phone_number_id: str = Field(pattern=r"^\d{1,32}$")
     api_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
-    base_url: str = Field(default="https://graph.facebook.com", pattern=r"^https?://", max_length=500)
+    base_url: HttpUrl = Field(default="https://graph.facebook.com")
 
 
 class WhatsappSecrets(BaseModel):
