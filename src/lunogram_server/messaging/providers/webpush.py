@@ -37,8 +37,9 @@ from lunogram_server.messaging.providers.base import (
 from lunogram_server.messaging.providers.jwt import b64url, b64url_decode
 from lunogram_server.messaging.providers.netcheck import Network, Refused, resolve
 
-# a push message is one aes128gcm record of at most 4096 bytes: 16 bytes of tag and 1 of padding delimiter
-MAX_PAYLOAD_BYTES = 4096 - 17
+# push services take bodies of at most 4096 bytes: the aes128gcm header (16 salt, 4 record size, 1 + 65 key
+# id) and one record holding the payload, its padding delimiter (1) and GCM tag (16)
+MAX_PAYLOAD_BYTES = 4096 - 86 - 17
 _TOKEN_SECONDS = 12 * 3600
 _GONE = frozenset({404, 410})
 
