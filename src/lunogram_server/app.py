@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import os
@@ -27,6 +28,7 @@ from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.fastlane import FastLane
 from lunogram_server.http.problems import install_handlers
 from lunogram_server.messaging import crypto
+from lunogram_server.messaging.providers.base import default_ssl_context
 from lunogram_server.messaging.providers_service import ProviderRegistry
 from lunogram_server.organizations import service as organizations
 from lunogram_server.users import service as users
@@ -50,6 +52,7 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
         app.state.upserts = Upserts(pool, settings)
         app.state.keyring = crypto.keyring(settings)
         app.state.providers = ProviderRegistry()
+        await asyncio.to_thread(default_ssl_context)  # made once, off the event loop
         settle_garbage_collector()
         try:
             async with background(pool, settings):

@@ -16,7 +16,14 @@ from typing import Literal
 import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field
 
-from lunogram_server.messaging.providers.base import Channel, EmailConfig, Message, Outcome, network_outcome
+from lunogram_server.messaging.providers.base import (
+    Channel,
+    EmailConfig,
+    Message,
+    Outcome,
+    default_ssl_context,
+    network_outcome,
+)
 from lunogram_server.messaging.providers.mail import Email, prepare, to_mime
 
 _DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -106,7 +113,8 @@ class SmtpProvider:
             use_tls=config.security == "tls",
             start_tls=config.security == "starttls",
             validate_certs=config.validate_certs,
-            tls_context=self._ssl_context,
+            # without certificate checks aiosmtplib makes its own permissive context
+            tls_context=(self._ssl_context or default_ssl_context()) if config.validate_certs else None,
             local_hostname=config.local_hostname,
             timeout=config.timeout_seconds,
         )
