@@ -997,15 +997,20 @@ def test_key_rotation_old_keys_decrypt_until_resealed(server_factory: Callable[.
             )
         one.stop()
 
-        def test_send(env: dict[str, str]) -> httpx.Response:
+        def test_send(env: dict[str, str], rename: str | None = None) -> httpx.Response:
             started = server_factory(database_url=database_url, extra_env=env)
             try:
                 with started.client() as admin:
+                    if rename is not None:  # a change that leaves the secrets alone needs no key to open them
+                        renamed = admin.patch(f"/admin/providers/{made['id']}", json={"name": rename})
+                        assert renamed.status_code == 200, renamed.text
+                        changed = admin.patch(f"/admin/providers/{made['id']}", json={"config": {"host": "h"}})
+                        assert changed.status_code == 409, changed.text
                     return admin.post(f"/admin/providers/{made['id']}/test", json={"to": "ada@example.com"})
             finally:
                 started.stop()
 
-        lost = test_send({"LUNOGRAM_ENCRYPTION_KEY": second_key})
+        lost = test_send({"LUNOGRAM_ENCRYPTION_KEY": second_key}, rename=uid("renamed"))
         assert lost.status_code == 409, lost.text
         assert "LUNOGRAM_ENCRYPTION_KEYS_OLD" in lost.json()["detail"], lost.text
         rotated = test_send({"LUNOGRAM_ENCRYPTION_KEY": second_key, "LUNOGRAM_ENCRYPTION_KEYS_OLD": first_key})

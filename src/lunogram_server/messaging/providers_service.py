@@ -24,7 +24,7 @@ import orjson
 from psycopg import AsyncConnection, errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.messaging.crypto import Keyring, NoEncryptionKey, Undecryptable
@@ -233,14 +233,17 @@ def _with_vapid_keys(
 
 
 def _out(row: dict[str, Any]) -> ProviderOut:
-    spec = KINDS[row["kind"]]
+    try:  # every setting, defaults included
+        config = KINDS[row["kind"]].config.model_validate(row["config"]).model_dump(mode="json")
+    except (KeyError, ValidationError):  # stored by a version that knew other settings: shown as stored
+        config = row["config"]
     return ProviderOut(
         id=row["id"],
         project_id=row["project_id"],
         channel=row["channel"],
         kind=row["kind"],
         name=row["name"],
-        config=spec.config.model_validate(row["config"]).model_dump(mode="json"),
+        config=config,
         secrets_set=sorted(row["secret_fields"]),
         rate_per_second=row["rate_per_second"],
         is_default=row["is_default"],
@@ -332,15 +335,16 @@ async def update(
         row = await _row(conn, project_id, provider_id, lock=True)
         if row is None:
             return None
-        kind = row["kind"]
-        config = body.config if body.config is not None else row["config"]
-        secrets = _open(keyring, provider_id, row["secrets"])
-        for name, value in (body.secrets or {}).items():
-            if value is None:
-                secrets.pop(name, None)
-            else:
-                secrets[name] = value
-        config, secrets = await _checked(kind, config, secrets)
+        config, sealed, secret_fields = row["config"], row["secrets"], row["secret_fields"]
+        if body.config is not None or body.secrets is not None:  # else the settings stay as stored, sealed
+            secrets = _open(keyring, provider_id, sealed)
+            for name, value in (body.secrets or {}).items():
+                if value is None:
+                    secrets.pop(name, None)
+                else:
+                    secrets[name] = value
+            config, secrets = await _checked(row["kind"], body.config if body.config is not None else config, secrets)
+            sealed, secret_fields = _seal(keyring, provider_id, secrets), sorted(secrets)
         is_default = row["is_default"] if body.is_default is None else body.is_default
         if is_default and not row["is_default"]:
             await _make_default(conn, project_id, row["channel"], provider_id)
@@ -349,8 +353,8 @@ async def update(
             "project_id": project_id,
             "name": body.name if body.name is not None else row["name"],
             "config": Jsonb(config),
-            "secrets": _seal(keyring, provider_id, secrets),
-            "secret_fields": sorted(secrets),
+            "secrets": sealed,
+            "secret_fields": secret_fields,
             "rate_per_second": body.rate_per_second if "rate_per_second" in given else row["rate_per_second"],
             "is_default": is_default,
         }
