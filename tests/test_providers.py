@@ -1031,3 +1031,65 @@ def test_key_rotation_old_keys_decrypt_until_resealed(server_factory: Callable[.
         after = test_send({"LUNOGRAM_ENCRYPTION_KEY": second_key})
         assert after.json()["status"] == "sent", after.text
         assert len(smtp.wait_for(2)) == 2
+
+
+async def test_senders_choose_by_channel_and_device_and_reuse_built_providers(
+    keyed: Server, server_factory: Callable[..., Server]
+) -> None:
+    """What the senders call: `choose` (the default, else the oldest; for push, by the device's os), `load`
+    with secrets opened, and a registry that rebuilds a provider only when its settings change."""
+    from lunogram_server.messaging import providers_service as service
+
+    public, secret = f"pk_{uuid.uuid4().hex}", f"sk_{uuid.uuid4().hex}"
+    fresh = server_factory(
+        database_url=keyed.database_url,
+        extra_env={
+            "LUNOGRAM_ENCRYPTION_KEY": keyed.env["LUNOGRAM_ENCRYPTION_KEY"],
+            "LUNOGRAM_BOOTSTRAP_PROJECT": uid("project"),
+            "LUNOGRAM_BOOTSTRAP_PUBLIC_KEY": public,
+            "LUNOGRAM_BOOTSTRAP_SECRET_KEY": secret,
+        },
+    )
+    keyring = Keyring(parse_key(keyed.env["LUNOGRAM_ENCRYPTION_KEY"]))
+    with ApnsServer() as apns, fresh.client(secret) as admin:
+        web = create(admin, kind="webpush", config={"subject": "mailto:ops@example.com"})
+        ios = create(
+            admin,
+            kind="apns",
+            config={"team_id": apns.team_id, "key_id": apns.key_id, "topic": apns.topic, "base_url": apns.base_url},
+            secrets={"private_key": apns.private_key_pem},
+        )
+        mail = create(admin, kind="smtp", config={"host": "127.0.0.1"}, is_default=False)
+        project_id = uuid.UUID(web["project_id"])
+        async with await psycopg.AsyncConnection.connect(keyed.database_url, autocommit=True) as conn:
+            assert web["is_default"]
+            assert not ios["is_default"]
+            chosen = await service.choose(conn, keyring, project_id, "push")
+            assert chosen is not None
+            assert chosen.id == uuid.UUID(web["id"]), "the channel's default"
+            for_ios = await service.choose(conn, keyring, project_id, "push", os="ios")
+            assert for_ios is not None
+            assert for_ios.kind == "apns"
+            assert for_ios.secrets == {"private_key": apns.private_key_pem}
+            assert await service.choose(conn, keyring, project_id, "push", os="android") is None
+            only = await service.choose(conn, keyring, project_id, "email")
+            assert only is not None
+            assert only.id == uuid.UUID(mail["id"]), "no default: the oldest"
+            assert await service.choose(conn, keyring, project_id, "sms") is None
+            assert await service.choose(conn, keyring, uuid.uuid4(), "push") is None, "scoped by project"
+
+            registry = service.ProviderRegistry(ssl_context=TLS.client_context())
+            try:
+                built = registry.provider(for_ios)
+                assert registry.provider(for_ios) is built
+                assert (await built.send(push(to=TOKEN))).status == "sent"
+                admin.patch(f"/admin/providers/{ios['id']}", json={"config": {**ios["config"], "sound": "chime"}})
+                changed = await service.load(conn, keyring, project_id, uuid.UUID(ios["id"]))
+                assert changed is not None
+                rebuilt = registry.provider(changed)
+                assert rebuilt is not built
+                assert (await rebuilt.send(push(to=TOKEN))).status == "sent"
+                assert apns.wait_for(2)[1].payload["aps"]["sound"] == "chime"
+            finally:
+                await registry.aclose()
+    fresh.stop()
