@@ -115,13 +115,13 @@ async def delete_provider(provider_id: UUID, auth: Operator, request: Request) -
 
 @router.post(
     "/{provider_id}/test",
-    response_model=providers.TestOutcome,
+    response_model=providers.ProviderTestOutcome,
     responses=WRITE_ERRORS,
-    openapi_extra=body_schema(providers.TestSend),
+    openapi_extra=body_schema(providers.ProviderTest),
     summary="Send a test message through the provider to `to`; answers the provider's outcome",
 )
 async def test_provider(provider_id: UUID, auth: Operator, request: Request) -> Response:
-    _, body = await accept(request, Permission.WRITE, providers.TestSend)
+    _, body = await accept(request, Permission.WRITE, providers.ProviderTest)
     async with request.app.state.pool.connection() as conn:
         try:
             settings = await providers.load(conn, request.app.state.keyring, auth.project_id, provider_id)
@@ -130,10 +130,10 @@ async def test_provider(provider_id: UUID, auth: Operator, request: Request) -> 
     if settings is None:
         raise _missing(provider_id)
     try:
-        outcome = await providers.test_send(request.app.state.providers, settings, body)
+        outcome = await providers.send_test_message(request.app.state.providers, settings, body)
     except ProviderConfigError as exc:
         raise _problem(exc) from None
-    result = providers.TestOutcome(
+    result = providers.ProviderTestOutcome(
         status=outcome.status,
         provider_message_id=outcome.provider_message_id,
         error=outcome.error,

@@ -123,29 +123,29 @@ class ProviderOut(BaseModel):
     updated_at: datetime
 
 
-class WebPushKeysIn(_Strict):
+class ProviderTestWebPushKeys(_Strict):
     p256dh: str = Field(min_length=1, max_length=200)
     auth: str = Field(min_length=1, max_length=100)
 
 
-class DeviceIn(_Strict):
+class ProviderTestDevice(_Strict):
     os: DeviceOs
     token: str | None = Field(default=None, min_length=1, max_length=4096)
     endpoint: str | None = Field(default=None, min_length=1, max_length=2000)
-    keys: WebPushKeysIn | None = None
+    keys: ProviderTestWebPushKeys | None = None
 
 
-class TestSend(_Strict):
+class ProviderTest(_Strict):
     """Where the test message goes: an email address, a phone number, a device token or a URL. A Web Push
     test needs the subscription in `device`."""
 
     to: str = Field(min_length=1, max_length=4096)
-    device: DeviceIn | None = None
+    device: ProviderTestDevice | None = None
     subject: str = Field(default="Lunogram test message", max_length=998)
     text: str = Field(default="This is a test message from Lunogram: the provider works.", max_length=10_000)
 
 
-class TestOutcome(BaseModel):
+class ProviderTestOutcome(BaseModel):
     status: Literal["sent", "retry", "failed"]
     provider_message_id: str | None
     error: str | None
@@ -456,7 +456,7 @@ class ProviderRegistry:
         )
 
 
-async def test_send(registry: ProviderRegistry, settings: ProviderSettings, body: TestSend) -> Outcome:
+async def send_test_message(registry: ProviderRegistry, settings: ProviderSettings, body: ProviderTest) -> Outcome:
     """Send a test message through a provider, by its channel."""
     device = None
     if body.device is not None:
