@@ -25,6 +25,7 @@ import pytest
 
 from helpers import PgCluster, Server, free_port, ident, uid, wait_until
 from lunogram_server.db.embedded import EmbeddedPostgres
+from messaging_servers import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = re.compile(r"\b((?:pk|sk)_[A-Za-z0-9_-]{16,})")
@@ -129,6 +130,28 @@ def test_first_start_prints_url_and_one_pair_of_keys_that_work(life: Life) -> No
     life.state.update(first=first, public=public[0], secret=secret[0], ext=ext, user_id=user["id"])
 
 
+def test_first_start_makes_the_secrets_key_once(life: Life) -> None:
+    """No LUNOGRAM_ENCRYPTION_KEY on the embedded PostgreSQL: one is made in the data dir (0600), and said where."""
+    life.need("first")
+    first: Server = life.state["first"]
+    key_file = life.data_dir / "encryption.key"
+    assert key_file.exists()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert str(key_file.resolve()) in " ".join(first.log().split())
+    with first.client(life.state["secret"]) as admin:
+        made = admin.post(
+            "/admin/providers",
+            json={
+                "name": "mail",
+                "kind": "smtp",
+                "config": {"host": "smtp.example.com", "username": "mailer"},
+                "secrets": {"password": "embedded-secret"},
+            },
+        )
+    assert made.status_code == 201, made.text
+    life.state.update(key=key_file.read_text(), provider=made.json()["id"])
+
+
 def test_sigterm_exits_zero_and_stops_postgres(life: Life) -> None:
     life.need("first")
     first: Server = life.state["first"]
@@ -154,6 +177,27 @@ def test_restart_keeps_data_and_prints_no_new_keys(life: Life) -> None:
     assert found.json()["id"] == life.state["user_id"]
     assert found.json()["data"] == {"plan": "pro"}
     life.state["running"] = again
+
+
+def test_restart_keeps_the_secrets_key_and_opens_what_it_sealed(life: Life) -> None:
+    life.need("running", "key")
+    running: Server = life.state["running"]
+    assert (life.data_dir / "encryption.key").read_text() == life.state["key"]
+    assert "encryption.key" not in running.log(), "the key is announced only when it is made"
+    with SmtpServer(users={"mailer": "embedded-secret"}) as smtp, running.client(life.state["secret"]) as admin:
+        provider = f"/admin/providers/{life.state['provider']}"
+        config = {
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "none",
+            "username": "mailer",
+            "from_address": "ops@example.com",
+        }
+        assert admin.patch(provider, json={"config": config}).status_code == 200
+        sent = admin.post(f"{provider}/test", json={"to": "ada@example.com"})
+        assert sent.json()["status"] == "sent", sent.text
+        [received] = smtp.wait_for(1)
+    assert received.extra["authenticated"] is True, "the password sealed before the restart was used"
 
 
 def test_second_serve_on_the_same_data_dir_is_refused(life: Life) -> None:

@@ -24,8 +24,10 @@ from lunogram_server.projects import service as projects
 app = typer.Typer(help="Lunogram: a self-hostable customer-engagement platform.", no_args_is_help=True)
 projects_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)
+secrets_app = typer.Typer(help="Secrets stored encrypted (provider credentials).", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 T = TypeVar("T")
 
@@ -252,6 +254,31 @@ def keys_revoke(
         console.print(f"[yellow]note:[/yellow] {len(revoked)} keys matched and were revoked")
     for row in revoked:
         console.print(f"revoked {row['id']} ({row['key_prefix']}...)")
+
+
+@secrets_app.command("reseal")
+def secrets_reseal(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Re-encrypt every stored secret with LUNOGRAM_ENCRYPTION_KEY (the last step of a key rotation: run it
+    once every server has the new key, then drop the old one from LUNOGRAM_ENCRYPTION_KEYS_OLD)."""
+    from lunogram_server.messaging import crypto
+    from lunogram_server.messaging.providers_service import reseal_all
+
+    settings = _settings(data_dir, database_url)
+    try:
+        keyring = crypto.keyring(settings)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if keyring is None:
+        raise _fail(f"no encryption key: set {crypto.KEY_ENV}")
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> int:
+        try:
+            return await reseal_all(conn, keyring)
+        except crypto.Undecryptable as exc:
+            raise _fail(f"a stored secret cannot be decrypted: {exc}") from None
+
+    count = _with_db(settings, work)
+    console.print(f"re-encrypted {count} provider secret(s) with key {keyring.current_id}")
 
 
 def main() -> None:

@@ -112,6 +112,9 @@ class Settings:
     bootstrap_secret_key: str | None = None
     log_level: str = "info"
     log_json: bool = False
+    # secrets at rest (messaging/crypto.py); repr=False keeps them out of any printed Settings
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_keys_old: str = field(default="", repr=False)
     limits: Limits = field(default_factory=Limits)
     events: EventSettings = field(default_factory=EventSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -233,6 +236,17 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "unset",
         "CIDRs webhooks may call although private or loopback (e.g. `10.0.0.0/8`); unset: public addresses only",
     ),
+    (
+        "LUNOGRAM_ENCRYPTION_KEY",
+        "unset",
+        "base64 of 32 random bytes (`openssl rand -base64 32`) encrypting provider secrets at rest; unset with the "
+        "embedded PostgreSQL: made once in `<data dir>/encryption.key`; unset with DATABASE_URL: secrets are refused",
+    ),
+    (
+        "LUNOGRAM_ENCRYPTION_KEYS_OLD",
+        "unset",
+        "comma-separated earlier keys, still used to decrypt (rotation: see docs/messaging.md)",
+    ),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -326,6 +340,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         bootstrap_secret_key=env.get("LUNOGRAM_BOOTSTRAP_SECRET_KEY") or None,
         log_level=env.get("LUNOGRAM_LOG_LEVEL", base.log_level),
         log_json=_env_bool(env.get("LUNOGRAM_LOG_JSON", "false")),
+        encryption_key=env.get("LUNOGRAM_ENCRYPTION_KEY") or None,
+        encryption_keys_old=env.get("LUNOGRAM_ENCRYPTION_KEYS_OLD", ""),
         limits=limits,
         events=events,
         schedules=schedules,

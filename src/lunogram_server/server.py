@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +41,7 @@ from lunogram_server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError,
 from lunogram_server.db.migrate import migrate
 from lunogram_server.db.session import with_session_settings
 from lunogram_server.http.protocol import OneWriteHttpToolsProtocol
+from lunogram_server.messaging import crypto
 from lunogram_server.projects.service import Bootstrap, InvalidKeyError, bootstrap
 
 log = structlog.get_logger("lunogram.server")
@@ -249,6 +251,8 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) ->
     """
     os.environ[WORKER_CONNINFO_ENV] = conninfo
     os.environ[WORKER_PARENT_ENV] = str(os.getpid())
+    if settings.encryption_key:  # the children read their settings from the environment
+        os.environ[crypto.KEY_ENV] = settings.encryption_key
     config = uvicorn.Config(
         "lunogram_server.app:app_from_env",
         factory=True,
@@ -385,15 +389,35 @@ def _serve_on(settings: Settings, conninfo: str) -> None:
         _run_uvloop(_serve(settings, conninfo, boot))
 
 
+def _encryption_key(settings: Settings) -> Settings:
+    """The settings with the key that encrypts secrets at rest: the embedded server makes one in its data dir
+    the first time (messaging/crypto.py). A malformed key stops the start with the rule."""
+    if settings.embedded and not settings.encryption_key:
+        path, made = crypto.ensure_key_file(settings.data_dir)
+        if made:
+            sys.stdout.write(
+                f"Made the key that encrypts provider secrets: {path.resolve()} (mode 0600). Back it up with the "
+                f"data dir; set {crypto.KEY_ENV} to use your own.\n"
+            )
+            sys.stdout.flush()
+        settings = replace(settings, encryption_key=path.read_text().strip())
+    try:
+        crypto.keyring(settings)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return settings
+
+
 def serve(settings: Settings) -> None:
     if settings.role in ("all", "api"):
         # before the database starts: a port in use should not cost an initdb to find out
         _refuse_a_port_in_use(settings.host, settings.port)
     if settings.database_url:
         check_database(settings.database_url, "DATABASE_URL")
-        _serve_on(settings, settings.database_url)
+        _serve_on(_encryption_key(settings), settings.database_url)
         return
     with data_dir_lock(settings.data_dir):
+        settings = _encryption_key(settings)
         embedded = EmbeddedPostgres(settings.pg_dir)
         conninfo, _ = embedded.start()
         watchdog = Watchdog(embedded).start()  # this server owns the cluster: it comes back if it dies

@@ -1,1 +1,1 @@
-"""Messaging: channels and providers, templates, the outbox and its senders, subscriptions and tracking."""
+"""Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking."""
