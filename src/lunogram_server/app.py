@@ -22,13 +22,15 @@ from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.session import with_session_settings
-from lunogram_server.http import admin, client, journeys, lists, ops, providers, schedules, templates
+from lunogram_server.http import admin, client, journeys, lists, messaging, ops, providers, public, schedules, templates
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.cors import Cors
 from lunogram_server.http.fastlane import FastLane
 from lunogram_server.http.problems import install_handlers
 from lunogram_server.messaging import crypto
+from lunogram_server.messaging.links import Links
+from lunogram_server.messaging.providers import parse_networks
 from lunogram_server.messaging.providers.base import default_ssl_context
 from lunogram_server.messaging.providers_service import ProviderRegistry
 from lunogram_server.organizations import service as organizations
@@ -57,8 +59,12 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
         app.state.key_cache = KeyCache(pool, settings.key_cache_seconds, settings.access)
         app.state.upserts = Upserts(pool, settings)
         app.state.keyring = crypto.keyring(settings)
-        app.state.providers = ProviderRegistry()
+        app.state.providers = ProviderRegistry(
+            allowed_networks=parse_networks(settings.journeys.webhook_allowed_networks)
+        )
         await asyncio.to_thread(default_ssl_context)  # made once, off the event loop
+        async with pool.connection() as conn:
+            app.state.links = await Links.load(conn, settings.public_url)
         settle_garbage_collector()
         try:
             async with background(pool, settings):
@@ -91,6 +97,8 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     app.include_router(templates.router)
     app.include_router(templates.snippets_router)
     app.include_router(providers.router)
+    app.include_router(messaging.router)
+    app.include_router(public.router)
     app.include_router(ops.router)
     app.add_middleware(
         Cors,

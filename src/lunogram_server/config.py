@@ -94,6 +94,22 @@ class JourneySettings:
 
 
 @dataclass(frozen=True)
+class MessagingSettings:
+    """The senders and campaigns (messaging/sender.py, messaging/campaigns.py)."""
+
+    sender_tasks: int = 1
+    batch_size: int = 500
+    poll_seconds: float = 1.0
+    lease_seconds: float = 60.0
+    send_concurrency: int = 64
+    max_attempts: int = 6
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    campaign_chunk: int = 5000
+    public_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -121,6 +137,7 @@ class Settings:
     lists: ListSettings = field(default_factory=ListSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     journeys: JourneySettings = field(default_factory=JourneySettings)
+    messaging: MessagingSettings = field(default_factory=MessagingSettings)
 
     @property
     def embedded(self) -> bool:
@@ -130,6 +147,11 @@ class Settings:
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
+
+    @property
+    def public_url(self) -> str:
+        """Where recipients reach this server (links in messages): LUNOGRAM_PUBLIC_URL, else the listen address."""
+        return self.messaging.public_url or self.base_url.removesuffix("/api")
 
     @property
     def base_url(self) -> str:
@@ -247,6 +269,33 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "unset",
         "comma-separated earlier keys, still used to decrypt (rotation: see docs/messaging.md)",
     ),
+    (
+        "LUNOGRAM_PUBLIC_URL",
+        "unset",
+        "the server's address as recipients reach it, for links in messages (unsubscribe, tracking); "
+        "unset: the listen address",
+    ),
+    ("LUNOGRAM_SENDER_TASKS", "1", "message sender tasks per process with the worker role (0: none)"),
+    ("LUNOGRAM_SEND_BATCH_SIZE", "500", "messages a sender claims, renders and sends per batch"),
+    ("LUNOGRAM_SEND_POLL_SECONDS", "1", "how often an idle sender looks for due messages (new ones wake it)"),
+    (
+        "LUNOGRAM_SEND_LEASE_SECONDS",
+        "60",
+        "how long a message being sent is held; unrecorded past it, it is sent again",
+    ),
+    ("LUNOGRAM_SEND_CONCURRENCY", "64", "provider calls in flight per sender"),
+    (
+        "LUNOGRAM_SEND_MAX_ATTEMPTS",
+        "6",
+        "tries of a message a provider keeps refusing for a while (429, 5xx), then failed",
+    ),
+    (
+        "LUNOGRAM_SEND_RETRY_BASE_SECONDS",
+        "30",
+        "first retry delay of such a message; doubles per try (or the provider's Retry-After)",
+    ),
+    ("LUNOGRAM_SEND_RETRY_MAX_SECONDS", "3600", "longest retry delay"),
+    ("LUNOGRAM_CAMPAIGN_CHUNK", "5000", "campaign recipients queued per transaction"),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -319,6 +368,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         webhook_retry_max_seconds=float(env.get("LUNOGRAM_WEBHOOK_RETRY_MAX_SECONDS", jo.webhook_retry_max_seconds)),
         webhook_allowed_networks=env.get("LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS", jo.webhook_allowed_networks),
     )
+    me = base.messaging
+    messaging = MessagingSettings(
+        sender_tasks=max(0, int(env.get("LUNOGRAM_SENDER_TASKS", me.sender_tasks))),
+        batch_size=max(1, int(env.get("LUNOGRAM_SEND_BATCH_SIZE", me.batch_size))),
+        poll_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_POLL_SECONDS", me.poll_seconds))),
+        lease_seconds=max(1.0, float(env.get("LUNOGRAM_SEND_LEASE_SECONDS", me.lease_seconds))),
+        send_concurrency=max(1, int(env.get("LUNOGRAM_SEND_CONCURRENCY", me.send_concurrency))),
+        max_attempts=max(1, int(env.get("LUNOGRAM_SEND_MAX_ATTEMPTS", me.max_attempts))),
+        retry_base_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_RETRY_BASE_SECONDS", me.retry_base_seconds))),
+        retry_max_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_RETRY_MAX_SECONDS", me.retry_max_seconds))),
+        campaign_chunk=max(1, int(env.get("LUNOGRAM_CAMPAIGN_CHUNK", me.campaign_chunk))),
+        public_url=(env.get("LUNOGRAM_PUBLIC_URL") or None),
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -348,6 +410,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         lists=lists,
         access=access,
         journeys=journeys,
+        messaging=messaging,
     )
 
 

@@ -1,1 +1,16 @@
 """Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking."""
+
+from lunogram_server.messaging.loops import sender_loop
+from lunogram_server.reactions import USER_MERGED, USERS_DELETED, Reactions
+
+
+def register(reactions: Reactions) -> None:
+    reactions.on(USER_MERGED, "lunogram_messaging_on_user_merged")
+    reactions.on(USERS_DELETED, "lunogram_messaging_on_users_deleted")
+    reactions.loop(
+        "senders",
+        ("all", "worker"),
+        sender_loop,
+        copies=lambda settings: min(1, settings.messaging.sender_tasks),
+        connections=lambda settings: settings.messaging.sender_tasks * 2,  # a batch, and its answers
+    )

@@ -1,0 +1,34 @@
+"""The messaging loops of a process: its senders (LUNOGRAM_SENDER_TASKS) and their wake-up listener."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lunogram_server.events.wakeup import Wakeups
+from lunogram_server.messaging import crypto
+from lunogram_server.messaging.providers import parse_networks
+from lunogram_server.messaging.providers.base import default_ssl_context
+from lunogram_server.messaging.providers_service import ProviderRegistry
+from lunogram_server.messaging.sender import Sender
+from lunogram_server.reactions import LoopContext
+
+CHANNEL = "lunogram_messages"
+
+
+async def sender_loop(ctx: LoopContext) -> None:
+    settings = ctx.settings
+    keyring = crypto.keyring(settings)
+    ssl_context = await asyncio.to_thread(default_ssl_context)  # loading the CA bundle: not on the loop
+    registry = ProviderRegistry(
+        ssl_context=ssl_context, allowed_networks=parse_networks(settings.journeys.webhook_allowed_networks)
+    )
+    wakeups = Wakeups(CHANNEL)
+    senders = [
+        Sender(ctx.pool, settings.messaging, registry, keyring, settings.public_url, wakeup=wakeups.waiter())
+        for _ in range(settings.messaging.sender_tasks)
+    ]
+    assert isinstance(ctx.pool.conninfo, str)
+    try:
+        await asyncio.gather(*(sender.run(ctx.stop) for sender in senders), wakeups.listen(ctx.pool.conninfo, ctx.stop))
+    finally:
+        await registry.aclose()

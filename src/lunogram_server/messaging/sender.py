@@ -1,0 +1,661 @@
+"""The senders: take due messages from the outbox and send them, each once.
+
+A batch goes in two transactions around the network:
+
+1. Claim due messages (FOR UPDATE SKIP LOCKED: any number of senders in any processes share the outbox)
+   and decide each one: its user, address, subscription (marketing groups can be left; transactional ones
+   cannot), suppressed addresses, the project's frequency caps and quiet hours (marketing only, in the
+   user's timezone), the provider. Messages that will not go are settled here (skipped, deferred, failed);
+   the others are rendered (in a thread: rendering is CPU) and marked `sending` under a lease. Commit.
+2. Send them, concurrently, at each provider's rate; then record each answer for the attempt it answers
+   (sent, retried later with backoff, failed), with its `message.*` event into the event pipeline, in one
+   transaction per chunk.
+
+If a process dies between the two, its messages' leases run out and another sender sends them again
+under the same message id (the provider's idempotency key, Message-ID, apns-id): delivery is at least
+once, never lost, and a duplicate carries the id that tells it apart. See docs/messaging.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from typing import Any
+from uuid import UUID
+
+import structlog
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from lunogram_server.config import MessagingSettings
+from lunogram_server.db import load_queries
+from lunogram_server.journeys.timing import zone
+from lunogram_server.messaging import providers_service, templates_service
+from lunogram_server.messaging.crypto import Keyring
+from lunogram_server.messaging.links import Links
+from lunogram_server.messaging.providers import Message, Outcome, Provider
+from lunogram_server.messaging.providers_service import ProviderRegistry, ProviderSettings
+from lunogram_server.messaging.templates import (
+    Rendered,
+    RenderedEmail,
+    RenderedPush,
+    RenderedText,
+    RenderedWebhook,
+    RenderError,
+    TemplateDefinition,
+    UserContext,
+    message_context,
+    render,
+)
+
+Q = load_queries("lunogram_server.messaging", "outbox.sql")
+log = structlog.get_logger("lunogram.messaging")
+Clock = Callable[[], datetime]
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.IGNORECASE)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Claimed:
+    id: UUID
+    project_id: UUID
+    user_id: UUID
+    channel: str
+    template_id: UUID | None
+    provider_id: UUID | None
+    group_id: UUID | None
+    marketing: bool
+    data: dict[str, Any]
+    run_id: UUID | None
+    journey_id: UUID | None
+    step: str | None
+    campaign_id: UUID | None
+    attempts: int
+    status: str
+
+
+@dataclass
+class Ready:
+    """A message decided and rendered, marked `sending`: what the provider call needs."""
+
+    claimed: Claimed
+    attempt: int
+    provider: ProviderSettings
+    message: Message
+
+
+@dataclass
+class Decisions:
+    ready: list[Ready] = field(default_factory=list)
+    settled: list[tuple[UUID, str, str, datetime | None]] = field(default_factory=list)  # id, status, reason, next
+    events: list[tuple[UUID, UUID, str, dict[str, Any] | None]] = field(default_factory=list)  # id, project, kind
+
+    def settle(self, message: Claimed, status: str, reason: str, next_at: datetime | None = None) -> None:
+        self.settled.append((message.id, status, reason, next_at))
+        kind = "deferred" if next_at is not None else status
+        self.events.append((message.id, message.project_id, kind, {"reason": reason}))
+
+
+class RateLimiter:
+    """Per provider, at most `rate_per_second` sends a second from this process (a token bucket)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[UUID, tuple[float, float]] = {}  # provider -> (tokens, last refill)
+        self._lock = asyncio.Lock()
+
+    async def take(self, provider: ProviderSettings) -> None:
+        rate = provider.rate_per_second
+        if not rate:
+            return
+        while True:
+            async with self._lock:
+                now = time.monotonic()
+                tokens, last = self._buckets.get(provider.id, (rate, now))
+                tokens = min(rate, tokens + (now - last) * rate)
+                if tokens >= 1:
+                    self._buckets[provider.id] = (tokens - 1, now)
+                    return
+                self._buckets[provider.id] = (tokens, now)
+                wait = (1 - tokens) / rate
+            await asyncio.sleep(wait)
+
+
+class Sender:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        config: MessagingSettings,
+        registry: ProviderRegistry,
+        keyring: Keyring | None,
+        base_url: str,
+        *,
+        clock: Clock = utc_now,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.registry = registry
+        self.keyring = keyring
+        self.base_url = base_url
+        self.clock = clock
+        self.wakeup = wakeup
+        self.limiter = RateLimiter()
+        self._links: Links | None = None
+        self._calls = asyncio.Semaphore(config.send_concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.wakeup is not None:
+                self.wakeup.clear()
+            try:
+                done = await self.run_once()
+            except Exception:  # the database went away, say: log, wait, try again
+                log.exception("send batch failed")
+                done = 0
+            if done == 0:
+                waits = [asyncio.ensure_future(stop.wait())]
+                if self.wakeup is not None:
+                    waits.append(asyncio.ensure_future(self.wakeup.wait()))
+                try:
+                    await asyncio.wait(waits, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+
+    async def links(self, conn: AsyncConnection[Any]) -> Links:
+        if self._links is None:
+            self._links = await Links.load(conn, self.base_url)
+        return self._links
+
+    async def run_once(self) -> int:
+        """One batch: claim, decide, send, record; how many messages it took (0: none was due)."""
+        now = self.clock()
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(Q["claim"], {"now": now, "limit": self.config.batch_size})
+            claimed = [Claimed(*row) for row in await cursor.fetchall()]
+            if not claimed:
+                return 0
+            decisions = await self._decide(conn, claimed, now)
+            await self._write_decisions(conn, decisions, now)
+        if decisions.ready:
+            outcomes = await asyncio.gather(*(self._send(ready) for ready in decisions.ready))
+            await self._record(list(zip(decisions.ready, outcomes, strict=True)))
+        return len(claimed)
+
+    # -- deciding ----------------------------------------------------------------------------------------------
+
+    async def _decide(self, conn: AsyncConnection[Any], claimed: list[Claimed], now: datetime) -> Decisions:
+        decisions = Decisions()
+        links = await self.links(conn)
+        people = await _people(conn, [m.user_id for m in claimed])
+        by_project: dict[UUID, list[Claimed]] = defaultdict(list)
+        for message in claimed:
+            by_project[message.project_id].append(message)
+        templates: dict[UUID, TemplateDefinition] = {}
+        snippets: dict[UUID, dict[str, str]] = {}
+        for project_id, messages in by_project.items():
+            ids = {m.template_id for m in messages if m.template_id is not None}
+            found = await templates_service.definitions(conn, project_id, list(ids))
+            templates.update(found)
+            names = sorted({name for t in found.values() for name in t.snippets})
+            snippets[project_id] = await templates_service.snippets_for(conn, project_id, names)
+        defaults: dict[tuple[UUID, str], UUID] = {}
+        for message in claimed:  # a message's group is its template's unless given; else the channel's default
+            template = templates.get(message.template_id) if message.template_id else None
+            if message.group_id is None and template is not None:
+                message.group_id = template.subscription_group_id
+            if message.group_id is None and message.marketing:
+                key = (message.project_id, message.channel)
+                if key not in defaults:
+                    row = await (
+                        await conn.execute(Q["default_group"], {"project_id": key[0], "channel": key[1]})
+                    ).fetchone()
+                    assert row is not None  # an upsert returns its row
+                    defaults[key] = row[0]
+                message.group_id = defaults[key]
+        groups, choices = await _groups(conn, claimed)
+        settings = await _settings(conn, list(by_project))
+        counts = await _recent_counts(conn, claimed, settings, now)
+        suppressed = await _suppressed(conn, claimed, people)
+        providers: dict[tuple[UUID, str, UUID | None], ProviderSettings | None] = {}
+        to_render: list[tuple[Claimed, TemplateDefinition, UserContext, ProviderSettings, str]] = []
+        for message in claimed:
+            person = people.get(message.user_id)
+            template = templates.get(message.template_id) if message.template_id else None
+            if person is None:
+                decisions.settle(message, "skipped", "the user no longer exists")
+                continue
+            if template is None:
+                decisions.settle(message, "failed", "the template no longer exists")
+                continue
+            if template.channel != message.channel:
+                decisions.settle(message, "failed", f"the template is for {template.channel}, not {message.channel}")
+                continue
+            group = groups.get(message.group_id) if message.group_id else None
+            if group is not None:
+                kind, default_subscribed = group
+                choice = choices.get((message.user_id, message.group_id)) if message.group_id else None
+                message.marketing = kind == "marketing"
+                if message.marketing and not (default_subscribed if choice is None else choice):
+                    decisions.settle(message, "skipped", "unsubscribed")
+                    continue
+            address = _address(message.channel, person)
+            if address is None:
+                decisions.settle(message, "skipped", f"no {_ADDRESS_NAME.get(message.channel, 'address')}")
+                continue
+            if (message.project_id, message.channel, address.lower()) in suppressed:
+                decisions.settle(message, "skipped", "suppressed")
+                continue
+            rules = settings.get(message.project_id)
+            if message.marketing and rules is not None:
+                cap = rules.caps.get(message.channel)
+                if cap is not None:
+                    sent = counts.get((message.user_id, message.channel), 0)
+                    if sent >= cap[0]:
+                        decisions.settle(message, "skipped", f"frequency cap: {cap[0]} per {cap[1]} s")
+                        continue
+                    counts[(message.user_id, message.channel)] = sent + 1
+                wait_until = rules.quiet_until(now, person.timezone)
+                if wait_until is not None:
+                    decisions.settle(message, "queued", "quiet hours", wait_until)
+                    continue
+            which = (message.project_id, message.channel, message.provider_id)
+            if which not in providers:
+                providers[which] = await _provider(conn, self.keyring, message)
+            provider = providers[which]
+            if provider is None:
+                decisions.settle(message, "failed", f"no {message.channel} provider in this project")
+                continue
+            to_render.append((message, template, person.context_user(), provider, address))
+        rendered = await _render_all(
+            [
+                (t, people[m.user_id].locale, self._context(links, m, u), snippets[m.project_id])
+                for m, t, u, _, _ in to_render
+            ]
+        )
+        for (message, _, _, provider, address), result in zip(to_render, rendered, strict=True):
+            if isinstance(result, RenderError):
+                decisions.settle(message, "failed", f"template: {result}")
+                continue
+            built = _message(message, result, address, links)
+            decisions.ready.append(Ready(message, message.attempts + 1, provider, built))
+        return decisions
+
+    def _context(self, links: Links, message: Claimed, user: UserContext) -> dict[str, Any]:
+        run = message.data.get("run") if isinstance(message.data.get("run"), dict) else None
+        data = {k: v for k, v in message.data.items() if k != "run"}
+        return message_context(
+            user,
+            run=run,
+            data=data,
+            unsubscribe_url=links.unsubscribe_url(message.project_id, message.user_id, message.group_id, message.id),
+            preferences_url=links.preferences_url(message.project_id, message.user_id),
+        )
+
+    async def _write_decisions(self, conn: AsyncConnection[Any], decisions: Decisions, now: datetime) -> None:
+        if decisions.ready:
+            lease = now + timedelta(seconds=self.config.lease_seconds)
+            await conn.execute(
+                Q["mark_sending"],
+                {
+                    "ids": [r.claimed.id for r in decisions.ready],
+                    "addresses": [r.message.to for r in decisions.ready],
+                    "locales": [None for _ in decisions.ready],
+                    "groups": [r.claimed.group_id for r in decisions.ready],
+                    "marketing": [r.claimed.marketing for r in decisions.ready],
+                    "providers": [r.provider.id for r in decisions.ready],
+                    "lease": lease,
+                    "now": now,
+                },
+            )
+        if decisions.settled:
+            await conn.execute(
+                Q["settle"],
+                {
+                    "ids": [s[0] for s in decisions.settled],
+                    "statuses": [s[1] for s in decisions.settled],
+                    "reasons": [s[2] for s in decisions.settled],
+                    "next_ats": [s[3] for s in decisions.settled],
+                    "now": now,
+                },
+            )
+        if decisions.events:
+            await log_events(conn, decisions.events, now)
+
+    # -- sending and recording -----------------------------------------------------------------------------
+
+    async def _send(self, ready: Ready) -> Outcome:
+        await self.limiter.take(ready.provider)
+        async with self._calls:
+            try:
+                provider: Provider = self.registry.provider(ready.provider)
+            except ValueError as exc:  # settings that no longer build: a permanent failure
+                return Outcome.failed(f"provider: {exc}")
+            return await provider.send(ready.message)
+
+    async def _record(self, answered: list[tuple[Ready, Outcome]]) -> None:
+        now = self.clock()
+        rows: list[tuple[UUID, int, str, datetime | None, str | None, str | None, bool]] = []
+        events: list[tuple[UUID, UUID, str, dict[str, Any] | None]] = []
+        emitted: list[tuple[UUID, str, dict[str, Any]]] = []
+        suppress: list[tuple[UUID, str, str, str, UUID]] = []
+        for ready, outcome in answered:
+            message = ready.claimed
+            if outcome.status == "sent":
+                rows.append((message.id, ready.attempt, "sent", None, outcome.provider_message_id, None, False))
+                events.append(
+                    (message.id, message.project_id, "sent", {"provider_message_id": outcome.provider_message_id})
+                )
+                emitted.append((message.id, "sent", {}))
+            elif outcome.status == "retry" and ready.attempt < self.config.max_attempts:
+                backoff = self.config.retry_base_seconds * 2 ** (ready.attempt - 1)
+                delay = min(
+                    self.config.retry_max_seconds, max(backoff * (0.5 + random.random() / 2), outcome.retry_after or 0)
+                )
+                rows.append(
+                    (message.id, ready.attempt, "queued", now + timedelta(seconds=delay), None, outcome.error, False)
+                )
+                events.append(
+                    (message.id, message.project_id, "retry", {"error": outcome.error, "in_seconds": round(delay, 3)})
+                )
+            else:
+                bounced = outcome.permanent_address_problem
+                reason = outcome.error or "failed"
+                if outcome.status == "retry":
+                    reason = f"gave up after {ready.attempt} attempts: {reason}"
+                rows.append((message.id, ready.attempt, "failed", None, None, reason, bounced))
+                events.append((message.id, message.project_id, "bounced" if bounced else "failed", {"error": reason}))
+                if bounced:
+                    emitted.append((message.id, "bounced", {"reason": reason}))
+                    if message.channel in ("email", "sms", "whatsapp"):
+                        suppress.append(
+                            (message.project_id, message.channel, ready.message.to, "hard_bounce", message.id)
+                        )
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                Q["record"],
+                {
+                    "ids": [r[0] for r in rows],
+                    "attempts": [r[1] for r in rows],
+                    "statuses": [r[2] for r in rows],
+                    "next_ats": [r[3] for r in rows],
+                    "provider_message_ids": [r[4] for r in rows],
+                    "reasons": [r[5] for r in rows],
+                    "bounced": [r[6] for r in rows],
+                    "now": now,
+                },
+            )
+            recorded = {message_id for (message_id,) in await cursor.fetchall()}
+            await log_events(conn, [e for e in events if e[0] in recorded], now)
+            await emit(conn, [e for e in emitted if e[0] in recorded])
+            if suppress:
+                await conn.execute(
+                    Q["suppress"],
+                    {
+                        "projects": [s[0] for s in suppress],
+                        "channels": [s[1] for s in suppress],
+                        "addresses": [s[2].lower() for s in suppress],
+                        "reasons": [s[3] for s in suppress],
+                        "ids": [s[4] for s in suppress],
+                    },
+                )
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+_ADDRESS_NAME = {"email": "email address", "sms": "phone number", "whatsapp": "phone number"}
+
+
+@dataclass(frozen=True)
+class Person:
+    id: UUID
+    project_id: UUID
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    locale: str | None
+    data: dict[str, Any]
+    identifiers: list[dict[str, Any]]
+
+    def context_user(self) -> UserContext:
+        return UserContext(self.id, self.email, self.phone, self.timezone, self.locale, self.data, self.identifiers)
+
+
+async def _people(conn: AsyncConnection[Any], ids: list[UUID]) -> dict[UUID, Person]:
+    cursor = await conn.execute(Q["people"], {"ids": list(set(ids))})
+    return {row[0]: Person(*row) for row in await cursor.fetchall()}
+
+
+def _address(channel: str, person: Person) -> str | None:
+    if channel == "email":
+        return person.email
+    if channel in ("sms", "whatsapp"):
+        return person.phone
+    if channel == "webhook":
+        return "webhook"
+    return None
+
+
+async def _groups(
+    conn: AsyncConnection[Any], messages: list[Claimed]
+) -> tuple[dict[UUID, tuple[str, bool]], dict[tuple[UUID, UUID], bool]]:
+    """(group -> (kind, default_subscribed), (user, group) -> the user's choice where they made one)."""
+    ids = list({m.group_id for m in messages if m.group_id is not None})
+    if not ids:
+        return {}, {}
+    cursor = await conn.execute(Q["groups"], {"ids": ids})
+    groups = {gid: (kind, default) for gid, kind, default in await cursor.fetchall()}
+    pairs = [(m.user_id, m.group_id) for m in messages if m.group_id is not None]
+    cursor = await conn.execute(Q["choices"], {"users": [p[0] for p in pairs], "groups": [p[1] for p in pairs]})
+    choices = {(user, group): subscribed for user, group, subscribed in await cursor.fetchall()}
+    return groups, choices
+
+
+@dataclass(frozen=True)
+class Rules:
+    quiet_start: clock_time | None
+    quiet_end: clock_time | None
+    timezone: str
+    caps: dict[str, tuple[int, int]]  # channel -> (count, period seconds)
+
+    def quiet_until(self, now: datetime, user_timezone: str | None) -> datetime | None:
+        """When the quiet hours the user is in now end (their local time); None when not in them."""
+        if self.quiet_start is None or self.quiet_end is None or self.quiet_start == self.quiet_end:
+            return None
+        tz = zone(user_timezone, self.timezone)
+        local = now.astimezone(tz)
+        start, end, current = self.quiet_start, self.quiet_end, local.timetz().replace(tzinfo=None)
+        inside = start <= current < end if start < end else (current >= start or current < end)
+        if not inside:
+            return None
+        day = local.date() if current < end else local.date() + timedelta(days=1)
+        return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
+
+
+async def _settings(conn: AsyncConnection[Any], projects: list[UUID]) -> dict[UUID, Rules]:
+    cursor = await conn.execute(Q["settings"], {"ids": projects})
+    found = {}
+    for project_id, start, end, timezone, caps in await cursor.fetchall():
+        found[project_id] = Rules(
+            start, end, timezone, {ch: (int(c["count"]), int(c["period_seconds"])) for ch, c in (caps or {}).items()}
+        )
+    return found
+
+
+async def _recent_counts(
+    conn: AsyncConnection[Any], messages: list[Claimed], settings: dict[UUID, Rules], now: datetime
+) -> dict[tuple[UUID, str], int]:
+    wanted: dict[tuple[str, int], set[UUID]] = defaultdict(set)
+    for message in messages:
+        rules = settings.get(message.project_id)
+        cap = rules.caps.get(message.channel) if rules is not None else None
+        if cap is not None and message.marketing:
+            wanted[(message.channel, cap[1])].add(message.user_id)
+    counts: dict[tuple[UUID, str], int] = {}
+    for (channel, period), users in wanted.items():
+        since = now - timedelta(seconds=period)
+        cursor = await conn.execute(Q["sent_recently"], {"users": list(users), "channel": channel, "since": since})
+        for user_id, count in await cursor.fetchall():
+            counts[(user_id, channel)] = int(count)
+    return counts
+
+
+async def _suppressed(
+    conn: AsyncConnection[Any], messages: list[Claimed], people: dict[UUID, Person]
+) -> set[tuple[UUID, str, str]]:
+    """(project, channel, lower-cased address) of the batch's addresses that are suppressed."""
+    keys = set()
+    for message in messages:
+        person = people.get(message.user_id)
+        address = _address(message.channel, person) if person is not None else None
+        if address is not None and message.channel in ("email", "sms", "whatsapp"):
+            keys.add((message.project_id, message.channel, address.lower()))
+    if not keys:
+        return set()
+    ordered = sorted(keys)
+    cursor = await conn.execute(
+        Q["suppressed"],
+        {
+            "projects": [k[0] for k in ordered],
+            "channels": [k[1] for k in ordered],
+            "addresses": [k[2] for k in ordered],
+        },
+    )
+    return {(p, c, a) for p, c, a in await cursor.fetchall()}
+
+
+async def _provider(conn: AsyncConnection[Any], keyring: Keyring | None, message: Claimed) -> ProviderSettings | None:
+    if message.provider_id is not None:
+        return await providers_service.load(conn, keyring, message.project_id, message.provider_id)
+    return await providers_service.choose(conn, keyring, message.project_id, message.channel)  # type: ignore[arg-type]
+
+
+_RENDER_IN_THREAD_AT = 16
+
+
+async def _render_all(
+    jobs: Sequence[tuple[TemplateDefinition, str | None, dict[str, Any], dict[str, str]]],
+) -> list[Rendered | RenderError]:
+    """Renders, in a worker thread when there are more than a few: rendering is CPU (ms per email)."""
+
+    def work() -> list[Rendered | RenderError]:
+        out: list[Rendered | RenderError] = []
+        for template, locale, context, snippets in jobs:
+            try:
+                out.append(render(template, locale, context, snippets))
+            except RenderError as exc:
+                out.append(exc)
+        return out
+
+    if len(jobs) >= _RENDER_IN_THREAD_AT:
+        return await asyncio.to_thread(work)
+    return work()
+
+
+def _tracked(html: str, message_id: UUID, links: Links) -> str:
+    """Links through the click redirect (our own links, unsubscribe and preferences, as they are), and the
+    open pixel at the end of the body."""
+    own = links.base_url + "/"
+
+    def swap(match: re.Match[str]) -> str:
+        url = match.group(3)
+        if url.startswith(own):
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}{links.click_url(message_id, url)}{match.group(2)}"
+
+    tracked = _HREF.sub(swap, html)
+    pixel = f'<img src="{links.open_url(message_id)}" width="1" height="1" alt="" style="display:none">'
+    at = tracked.lower().rfind("</body>")
+    return tracked[:at] + pixel + tracked[at:] if at >= 0 else tracked + pixel
+
+
+def _message(claimed: Claimed, rendered: Rendered, address: str, links: Links) -> Message:
+    mid = str(claimed.id)
+    if isinstance(rendered, RenderedEmail):
+        headers = {}
+        if claimed.marketing:  # RFC 8058 one-click unsubscribe; transactional mail cannot be left
+            unsubscribe = links.unsubscribe_url(claimed.project_id, claimed.user_id, claimed.group_id, claimed.id)
+            headers = {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        return Message(
+            id=mid,
+            channel="email",
+            to=address,
+            subject=rendered.subject,
+            html=_tracked(rendered.html, claimed.id, links),
+            text=rendered.text,
+            headers=headers,
+        )
+    if isinstance(rendered, RenderedText):
+        return Message(id=mid, channel=rendered.channel, to=address, body=rendered.body)
+    if isinstance(rendered, RenderedWebhook):
+        return Message(
+            id=mid,
+            channel="webhook",
+            to=rendered.url,
+            url=rendered.url,
+            method=rendered.method,
+            headers=rendered.headers,
+            json_body=rendered.body,
+        )
+    if isinstance(rendered, RenderedPush):
+        return Message(
+            id=mid,
+            channel="push",
+            to=address,
+            title=rendered.title,
+            body=rendered.body,
+            data=rendered.data,
+            url=rendered.url,
+        )
+    raise AssertionError(f"no message for {rendered.channel}")  # pragma: no cover - inbox is delivered in place
+
+
+async def log_events(
+    conn: AsyncConnection[Any], events: Sequence[tuple[UUID, UUID, str, dict[str, Any] | None]], at: datetime
+) -> None:
+    if not events:
+        return
+    await conn.execute(
+        Q["log_events"],
+        {
+            "ids": [e[0] for e in events],
+            "projects": [e[1] for e in events],
+            "kinds": [e[2] for e in events],
+            "details": [None if e[3] is None else Jsonb(e[3]) for e in events],
+            "ats": [at] * len(events),
+        },
+    )
+
+
+async def emit(conn: AsyncConnection[Any], emitted: Sequence[tuple[UUID, str, dict[str, Any]]]) -> None:
+    """`message.<kind>` events into the pipeline for these messages, with what they were about."""
+    if not emitted:
+        return
+    cursor = await conn.execute(Q["facts"], {"ids": list({e[0] for e in emitted})})
+    facts = {}
+    for mid, _, _, channel, template_id, journey_id, step, campaign_id, run_id, _, _ in await cursor.fetchall():
+        facts[mid] = {
+            "message_id": str(mid),
+            "channel": channel,
+            "template_id": None if template_id is None else str(template_id),
+            "journey_id": None if journey_id is None else str(journey_id),
+            "step": step,
+            "campaign_id": None if campaign_id is None else str(campaign_id),
+            "run_id": None if run_id is None else str(run_id),
+        }
+    rows = [(mid, kind, {**facts[mid], **extra}) for mid, kind, extra in emitted if mid in facts]
+    await conn.execute(
+        Q["emit"],
+        {"ids": [r[0] for r in rows], "kinds": [r[1] for r in rows], "datas": [Jsonb(r[2]) for r in rows]},
+    )

@@ -1,0 +1,158 @@
+-- The outbox and its senders (messaging/sender.py, messaging/outbox.py).
+
+-- name: claim
+-- Messages due: queued ones whose time came, and sending ones whose lease ran out (the process that sent
+-- them died before recording the answer: they go again, under the same message id). Locked: any number
+-- of senders share them.
+SELECT id, project_id, user_id, channel, template_id, provider_id, group_id, marketing, data, run_id, journey_id,
+       step, campaign_id, attempts, status
+FROM message_outbox
+WHERE next_attempt_at <= %(now)s AND status IN ('queued', 'sending')
+ORDER BY next_attempt_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: people
+SELECT u.id, u.project_id, u.email, u.phone, u.timezone, u.locale, u.data,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('source', i.source, 'external_id', i.external_id)
+                                  ORDER BY i.created_at, i.id)
+                 FROM user_identifiers AS i WHERE i.user_id = u.id), '[]'::jsonb)
+FROM users AS u WHERE u.id = ANY (%(ids)s::uuid[])
+
+-- name: groups
+SELECT id, kind, default_subscribed FROM subscription_groups WHERE id = ANY (%(ids)s::uuid[])
+
+-- name: choices
+SELECT user_id, group_id, subscribed FROM subscriptions
+WHERE (user_id, group_id) IN (SELECT * FROM unnest(%(users)s::uuid[], %(groups)s::uuid[]))
+
+-- name: suppressed
+SELECT project_id, channel, address FROM suppressions
+WHERE (project_id, channel, address) IN (SELECT * FROM unnest(%(projects)s::uuid[], %(channels)s::text[],
+                                                             %(addresses)s::text[]))
+
+-- name: settings
+SELECT project_id, quiet_start, quiet_end, timezone, frequency_caps FROM messaging_settings
+WHERE project_id = ANY (%(ids)s::uuid[])
+
+-- name: sent_recently
+-- Marketing messages sent to these users on this channel since `since` (frequency caps).
+SELECT user_id, count(*) FROM message_outbox
+WHERE user_id = ANY (%(users)s::uuid[]) AND channel = %(channel)s AND marketing AND sent_at > %(since)s
+GROUP BY user_id
+
+-- name: mark_sending
+-- Claimed messages about to be sent: `sending` under a lease until `next_attempt_at`.
+UPDATE message_outbox AS m
+SET status = 'sending', attempts = m.attempts + 1, next_attempt_at = %(lease)s, to_address = v.to_address,
+    locale = v.locale, group_id = v.group_id, marketing = v.marketing, provider_id = v.provider_id,
+    updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(addresses)s::text[], %(locales)s::text[], %(groups)s::uuid[],
+            %(marketing)s::boolean[], %(providers)s::uuid[]) AS v(id, to_address, locale, group_id, marketing, provider_id)
+WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[])
+
+-- name: settle
+-- Messages that end without a send (skipped: unsubscribed, suppressed, over a cap, no address; failed:
+-- no provider, a template that cannot render) or wait (deferred by quiet hours).
+UPDATE message_outbox AS m
+SET status = v.status, reason = v.reason, next_attempt_at = coalesce(v.next_at, m.next_attempt_at),
+    deferrals = m.deferrals + (v.next_at IS NOT NULL)::int,
+    failed_at = CASE WHEN v.status = 'failed' THEN %(now)s ELSE m.failed_at END, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(reasons)s::text[], %(next_ats)s::timestamptz[])
+     AS v(id, status, reason, next_at)
+WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[])
+
+-- name: record
+-- A provider's answers, each for the attempt it answers (`attempts` as marked): a late answer of an attempt
+-- whose lease ran out, and that another sender made again, changes nothing. Returns what was recorded.
+UPDATE message_outbox AS m
+SET status = v.status,
+    next_attempt_at = coalesce(v.next_at, m.next_attempt_at),
+    provider_message_id = coalesce(v.provider_message_id, m.provider_message_id),
+    reason = v.reason,
+    sent_at = CASE WHEN v.status = 'sent' THEN coalesce(m.sent_at, %(now)s) ELSE m.sent_at END,
+    failed_at = CASE WHEN v.status = 'failed' THEN %(now)s ELSE m.failed_at END,
+    bounced_at = CASE WHEN v.bounced THEN coalesce(m.bounced_at, %(now)s) ELSE m.bounced_at END,
+    updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(next_ats)s::timestamptz[],
+            %(provider_message_ids)s::text[], %(reasons)s::text[], %(bounced)s::boolean[])
+     AS v(id, attempts, status, next_at, provider_message_id, reason, bounced)
+WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[]) AND m.status = 'sending' AND m.attempts = v.attempts
+RETURNING m.id
+
+-- name: log_events
+INSERT INTO message_events (message_id, project_id, kind, detail, at)
+SELECT * FROM unnest(%(ids)s::uuid[], %(projects)s::uuid[], %(kinds)s::text[], %(details)s::jsonb[],
+                     %(ats)s::timestamptz[])
+
+-- name: emit
+-- `message.<kind>` user events into the event pipeline, so journeys and lists react (a wait for
+-- message.opened, a list of users who clicked). Named by the user's identifiers, as ingest does.
+WITH targets AS (
+    SELECT m.project_id, e.kind, e.data,
+           (SELECT jsonb_agg(jsonb_build_object('source', i.source, 'external_id', i.external_id)
+                             ORDER BY i.created_at, i.id)
+            FROM user_identifiers AS i WHERE i.user_id = m.user_id) AS identifiers,
+           e.n
+    FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(id, kind, data, n)
+    JOIN message_outbox AS m ON m.id = e.id
+)
+INSERT INTO event_inbox (project_id, kind, partition, name, data, identifiers)
+SELECT project_id, 'user',
+       lunogram_event_partition(project_id, 'user',
+                                (identifiers -> 0 ->> 'source') || ':' || (identifiers -> 0 ->> 'external_id')),
+       'message.' || kind, data, identifiers
+FROM targets WHERE identifiers IS NOT NULL
+ORDER BY n
+
+-- name: suppress
+INSERT INTO suppressions (project_id, channel, address, reason, message_id)
+SELECT * FROM unnest(%(projects)s::uuid[], %(channels)s::text[], %(addresses)s::text[], %(reasons)s::text[],
+                     %(ids)s::uuid[])
+ON CONFLICT DO NOTHING
+
+-- name: facts
+-- What events about a message say: its project, user, channel, template and where it came from.
+SELECT id, project_id, user_id, channel, template_id, journey_id, step, campaign_id, run_id, group_id, to_address
+FROM message_outbox WHERE id = ANY (%(ids)s::uuid[])
+
+-- name: queue_one
+-- The transactional API: one message now, once per send key.
+INSERT INTO message_outbox (project_id, user_id, channel, template_id, provider_id, data, marketing, send_key)
+VALUES (%(project_id)s, %(user_id)s, %(channel)s, %(template_id)s, %(provider_id)s, %(data)s, false, %(send_key)s)
+ON CONFLICT (project_id, send_key) WHERE send_key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: by_key
+SELECT id FROM message_outbox WHERE project_id = %(project_id)s AND send_key = %(send_key)s
+
+-- name: message
+SELECT jsonb_build_object(
+    'id', m.id, 'user_id', m.user_id, 'channel', m.channel, 'template_id', m.template_id, 'status', m.status,
+    'reason', m.reason, 'to', m.to_address, 'locale', m.locale, 'attempts', m.attempts,
+    'provider_id', m.provider_id, 'provider_message_id', m.provider_message_id, 'journey_id', m.journey_id,
+    'step', m.step, 'run_id', m.run_id, 'campaign_id', m.campaign_id, 'created_at', m.created_at,
+    'next_attempt_at', CASE WHEN m.status = 'queued' THEN m.next_attempt_at END,
+    'sent_at', m.sent_at, 'delivered_at', m.delivered_at, 'opened_at', m.opened_at, 'clicked_at', m.clicked_at,
+    'bounced_at', m.bounced_at, 'complained_at', m.complained_at, 'unsubscribed_at', m.unsubscribed_at,
+    'failed_at', m.failed_at,
+    'events', coalesce((SELECT jsonb_agg(jsonb_build_object('kind', e.kind, 'detail', e.detail, 'at', e.at)
+                                         ORDER BY e.id)
+                        FROM message_events AS e WHERE e.message_id = m.id), '[]'::jsonb))
+FROM message_outbox AS m WHERE m.id = %(id)s AND m.project_id = %(project_id)s
+
+-- name: messages_of_user
+SELECT jsonb_build_object('id', m.id, 'channel', m.channel, 'template_id', m.template_id, 'status', m.status,
+                          'reason', m.reason, 'journey_id', m.journey_id, 'campaign_id', m.campaign_id,
+                          'created_at', m.created_at, 'sent_at', m.sent_at, 'opened_at', m.opened_at,
+                          'clicked_at', m.clicked_at)
+FROM message_outbox AS m WHERE m.project_id = %(project_id)s AND m.user_id = %(user_id)s
+ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
+
+-- name: default_group
+-- The group a marketing message without one counts under: one per project and channel, made when first
+-- needed, so that its unsubscribe link means something and later sends respect it.
+INSERT INTO subscription_groups (project_id, name, channel, kind)
+VALUES (%(project_id)s, %(channel)s || ' (default)', %(channel)s, 'marketing')
+ON CONFLICT (project_id, name) DO UPDATE SET updated_at = subscription_groups.updated_at
+RETURNING id

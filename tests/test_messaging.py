@@ -1,0 +1,335 @@
+"""Messaging end to end, through the HTTP API: journeys and the transactional API queue messages, the
+server's senders send them to real servers on loopback (aiosmtpd for SMTP, HTTP servers speaking each
+provider's API), and what recipients do (opens, clicks, unsubscribes) comes back through signed links as
+`message.*` events that move journeys on.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers import Server, ident, uid, wait_until
+from journey_helpers import entrance, make_journey, path, run_in, wait_for_run
+from messaging_servers import SendgridServer, SmtpServer
+
+
+@pytest.fixture(scope="module")
+def mserver(server_factory: Callable[..., Server]) -> Server:
+    return server_factory(
+        extra_env={
+            "LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "LUNOGRAM_SEND_POLL_SECONDS": "0.2",
+            "LUNOGRAM_SEND_RETRY_BASE_SECONDS": "0.05",
+            "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2",
+            "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        }
+    )
+
+
+@pytest.fixture
+def mc(mserver: Server) -> Iterator[httpx.Client]:
+    with mserver.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def mail_provider(mserver: Server, smtp: SmtpServer) -> dict[str, Any]:
+    with mserver.client() as client:
+        body = {
+            "name": uid("smtp"),
+            "kind": "smtp",
+            "config": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "news@shop.example"},
+            "is_default": True,
+        }
+        made = client.post("/admin/providers", json=body)
+        assert made.status_code == 201, made.text
+        return dict(made.json())
+
+
+def template(client: httpx.Client, html: str = "", **extra: Any) -> dict[str, Any]:
+    body = {
+        "name": uid("tmpl"),
+        "channel": "email",
+        "variants": {
+            "en": {
+                "subject": "Hello {{ user.data.name | default: 'there' }}",
+                "html": html
+                or '<html><body><p>Hi {{ user.data.name }}</p><a href="https://shop.example/deal">Deal</a></body></html>',
+            }
+        },
+        **extra,
+    }
+    made = client.post("/admin/templates", json=body)
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+def user(client: httpx.Client, **fields: Any) -> tuple[str, str]:
+    external_id = uid("u")
+    body = {"identifier": [ident(external_id)], "email": f"{external_id}@mail.example", **fields}
+    made = client.post("/client/users", json=body)
+    assert made.status_code == 200, made.text
+    return external_id, str(made.json()["id"])
+
+
+def mail_to(smtp: SmtpServer, address: str, count: int = 1) -> list[Any]:
+    return list(
+        wait_until(
+            lambda: (
+                (found := [m for m in smtp.messages.snapshot() if address in m.to]) and len(found) >= count and found
+            ),
+            what=f"mail to {address}",
+        )
+    )
+
+
+def send(client: httpx.Client, template_id: str, external_id: str, **extra: Any) -> httpx.Response:
+    body = {"template_id": template_id, "identifier": [ident(external_id)], "key": uid("key"), **extra}
+    return client.post("/admin/messages", json=body)
+
+
+def message_when(client: httpx.Client, message_id: str, status: str | tuple[str, ...]) -> dict[str, Any]:
+    wanted = (status,) if isinstance(status, str) else status
+    return dict(
+        wait_until(
+            lambda: (m := client.get(f"/admin/messages/{message_id}").json())["status"] in wanted and m,
+            what=f"message {message_id} {wanted}",
+        )
+    )
+
+
+def test_a_journey_email_is_sent_opened_and_clicked_and_the_journey_moves_on(
+    mserver: Server, mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any]
+) -> None:
+    tmpl = template(mc)
+    steps = {
+        "start": entrance({"kind": "api"}, "mail"),
+        "mail": {"type": "send", "channel": "email", "template_id": tmpl["id"], "next": "opened"},
+        "opened": {
+            "type": "wait_for_event",
+            "event": "message.opened",
+            "rule": {"type": "context", "path": "event.data.template_id", "op": "equals", "value": tmpl["id"]},
+            "timeout": {"value": 1, "unit": "days"},
+            "next": "clicked",
+            "timeout_next": None,
+        },
+        "clicked": {
+            "type": "wait_for_event",
+            "event": "message.clicked",
+            "timeout": {"value": 1, "unit": "days"},
+            "next": "done",
+        },
+        "done": {"type": "exit"},
+    }
+    journey = make_journey(mc, steps)
+    external_id, user_id = user(mc, data={"name": "Ada"})
+    mc.post(
+        f"/admin/journeys/{journey['id']}/entrances", json={"identifier": [ident(external_id)], "key": "k"}
+    ).raise_for_status()
+    [mail] = mail_to(smtp, f"{external_id}@mail.example")
+    assert mail.subject == "Hello Ada"
+    assert mail.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail.headers["List-Unsubscribe"].startswith(f"<{mserver.root_url}/unsubscribe/")
+    wait_for_run(mc, journey["id"], user_id, "waiting")
+    pixel = re.search(r'<img src="([^"]+/t/o/[^"]+)"', mail.html or "")
+    assert pixel is not None, mail.html
+    opened = httpx.get(pixel.group(1))
+    assert opened.status_code == 200
+    assert opened.headers["content-type"] == "image/gif"
+    link = re.search(r'href="([^"]+/t/c/[^"]+)"', mail.html or "")
+    assert link is not None
+    wait_until(lambda: path(run_in(mc, journey["id"], user_id)[0])[-1][0] == "opened", what="the open moved the run")
+    clicked = httpx.get(link.group(1), follow_redirects=False)
+    assert clicked.status_code == 302
+    assert clicked.headers["location"] == "https://shop.example/deal"
+    run = wait_for_run(mc, journey["id"], user_id, "exited")
+    assert [step for step, _ in path(run)] == ["start", "mail", "opened", "clicked", "done"]
+    messages = mc.get(f"/admin/users/{user_id}/messages").json()
+    [sent] = [m for m in messages if m["template_id"] == tmpl["id"]]
+    detail = mc.get(f"/admin/messages/{sent['id']}").json()
+    assert detail["status"] == "sent"
+    assert detail["opened_at"] is not None
+    assert detail["clicked_at"] is not None
+    assert [e["kind"] for e in detail["events"]] == ["sent", "opened", "clicked"]
+    assert mail.message_id is not None
+    assert sent["id"] in mail.message_id
+    history = mc.get(f"/admin/users/{user_id}/events").json()["events"]
+    assert {"message.sent", "message.opened", "message.clicked"} <= {e["name"] for e in history}
+    stats = mc.get(f"/admin/journeys/{journey['id']}/messages").json()["mail"]
+    assert (stats["sent"], stats["opened"], stats["clicked"]) == (1, 1, 1)
+
+
+def test_one_click_unsubscribe_stops_the_next_marketing_send(
+    mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any]
+) -> None:
+    group = mc.post("/admin/subscription-groups", json={"name": uid("news"), "channel": "email"}).json()
+    tmpl = template(mc, subscription_group_id=group["id"])
+    external_id, user_id = user(mc)
+    first = send(mc, tmpl["id"], external_id)
+    assert first.status_code == 202, first.text
+    [mail] = mail_to(smtp, f"{external_id}@mail.example")
+    unsubscribe = mail.headers["List-Unsubscribe"].strip("<>")
+    one_click = httpx.post(
+        unsubscribe,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert one_click.status_code == 200
+    states = mc.get(f"/admin/users/{user_id}/subscriptions").json()
+    assert [s["subscribed"] for s in states if s["group_id"] == group["id"]] == [False]
+    second = send(mc, tmpl["id"], external_id).json()
+    skipped = message_when(mc, second["id"], "skipped")
+    assert skipped["reason"] == "unsubscribed"
+    assert len([m for m in smtp.messages.snapshot() if f"{external_id}@mail.example" in m.to]) == 1
+    events = mc.get(f"/admin/users/{user_id}/events").json()["events"]
+    assert "message.unsubscribed" in {e["name"] for e in events}
+    # a transactional group cannot be left: its mail goes regardless
+    receipts = mc.post(
+        "/admin/subscription-groups", json={"name": uid("receipts"), "channel": "email", "kind": "transactional"}
+    ).json()
+    receipt = template(mc, subscription_group_id=receipts["id"])
+    assert (
+        mc.put(
+            f"/admin/users/{user_id}/subscriptions", json={"group_id": receipts["id"], "subscribed": False}
+        ).status_code
+        == 404
+    )
+    sent = send(mc, receipt["id"], external_id).json()
+    assert message_when(mc, sent["id"], "sent")["status"] == "sent"
+
+
+def test_quiet_hours_defer_and_frequency_caps_hold_across_journeys(
+    mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any], mserver: Server
+) -> None:
+    # a second project's rules would interfere with the shared one's: these tests own the project's rules
+    now = datetime.now(UTC)
+    start = (now - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    end = (now + timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    rules = {"quiet_start": start.strftime("%H:%M"), "quiet_end": end.strftime("%H:%M"), "timezone": "UTC"}
+    assert mc.put("/admin/messaging/settings", json=rules).status_code == 200
+    tmpl = template(mc)
+    journey = make_journey(
+        mc,
+        {
+            "start": entrance({"kind": "api"}, "mail"),
+            "mail": {"type": "send", "channel": "email", "template_id": tmpl["id"]},
+        },
+    )
+    external_id, user_id = user(mc, timezone="UTC")
+    mc.post(
+        f"/admin/journeys/{journey['id']}/entrances", json={"identifier": [ident(external_id)], "key": "q"}
+    ).raise_for_status()
+    deferred = wait_until(
+        lambda: [
+            m
+            for m in mc.get(f"/admin/users/{user_id}/messages").json()
+            if mc.get(f"/admin/messages/{m['id']}").json()["reason"] == "quiet hours"
+        ]
+    )
+    detail = mc.get(f"/admin/messages/{deferred[0]['id']}").json()
+    assert detail["status"] == "queued"
+    assert datetime.fromisoformat(detail["next_attempt_at"]).time().replace(second=0) == end
+    # caps: one marketing email a day, across two journeys
+    caps = {"frequency_caps": {"email": {"count": 1, "period_seconds": 86400}}}
+    assert mc.put("/admin/messaging/settings", json=caps).status_code == 200
+    other = make_journey(
+        mc,
+        {
+            "start": entrance({"kind": "api"}, "mail"),
+            "mail": {"type": "send", "channel": "email", "template_id": tmpl["id"]},
+        },
+    )
+    capped, capped_id = user(mc)
+    for j in (journey, other):
+        mc.post(
+            f"/admin/journeys/{j['id']}/entrances", json={"identifier": [ident(capped)], "key": capped}
+        ).raise_for_status()
+    mail_to(smtp, f"{capped}@mail.example")
+    statuses = wait_until(
+        lambda: (
+            (s := sorted((m["status"], m["reason"]) for m in mc.get(f"/admin/users/{capped_id}/messages").json()))
+            and all(st in ("sent", "skipped") for st, _ in s)
+            and len(s) == 2
+            and s
+        )
+    )
+    assert statuses == [("sent", None), ("skipped", "frequency cap: 1 per 86400 s")]
+    assert mc.put("/admin/messaging/settings", json={}).status_code == 200
+
+
+def test_temporary_failures_are_retried_and_permanent_ones_recorded(
+    mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any]
+) -> None:
+    tmpl = template(mc)
+    external_id, _ = user(mc)
+    smtp.fail_next(451, times=2, text="try later")
+    first = send(mc, tmpl["id"], external_id).json()
+    sent = message_when(mc, first["id"], ("sent", "failed"))
+    assert sent["status"] == "sent"
+    assert sent["attempts"] == 3
+    assert [e["kind"] for e in sent["events"]] == ["retry", "retry", "sent"]
+    smtp.fail_next(554, text="rejected for policy")
+    second = send(mc, tmpl["id"], external_id).json()
+    failed = message_when(mc, second["id"], ("sent", "failed"))
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1
+    assert "554" in failed["reason"]
+
+
+def test_an_http_provider_429_is_retried_then_sent(mc: httpx.Client) -> None:
+    with SendgridServer() as sendgrid:
+        body = {
+            "name": uid("sg"),
+            "kind": "sendgrid",
+            "config": {"base_url": sendgrid.base_url, "from_address": "news@shop.example"},
+            "secrets": {"api_key": "SG.test-key"},
+        }
+        provider = mc.post("/admin/providers", json=body)
+        assert provider.status_code == 201, provider.text
+        tmpl = template(mc)
+        external_id, _ = user(mc)
+        sendgrid.fail_next(429, times=1, headers={"Retry-After": "0"})
+        queued = send(mc, tmpl["id"], external_id, provider_id=provider.json()["id"]).json()
+        done = message_when(mc, queued["id"], ("sent", "failed"))
+        assert done["status"] == "sent"
+        assert [e["kind"] for e in done["events"]] == ["retry", "sent"]
+        sendgrid.fail_next(400, times=1)
+        refused = send(mc, tmpl["id"], external_id, provider_id=provider.json()["id"]).json()
+        assert message_when(mc, refused["id"], ("sent", "failed"))["status"] == "failed"
+        assert len(sendgrid.wait_for(1)) == 1
+
+
+def test_the_transactional_api_is_idempotent_by_key(
+    mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any]
+) -> None:
+    tmpl = template(mc, html="<p>Order {{ data.order }}</p>")
+    external_id, _ = user(mc)
+    body = {"template_id": tmpl["id"], "identifier": [ident(external_id)], "key": uid("k"), "data": {"order": "A-7"}}
+    first = mc.post("/admin/messages", json=body)
+    again = mc.post("/admin/messages", json=body)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["id"] == again.json()["id"]
+    [mail] = mail_to(smtp, f"{external_id}@mail.example")
+    assert "Order A-7" in (mail.html or "")
+    missing = mc.post(
+        "/admin/messages", json={**body, "key": uid("k"), "template_id": "00000000-0000-0000-0000-000000000000"}
+    )
+    assert missing.status_code == 404
+    assert "template_id" in missing.json()["detail"]
