@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -333,3 +334,80 @@ def test_the_transactional_api_is_idempotent_by_key(
     )
     assert missing.status_code == 404
     assert "template_id" in missing.json()["detail"]
+
+
+def test_a_campaign_goes_to_a_list_with_progress_pause_and_statistics(
+    mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any]
+) -> None:
+    static = mc.post("/admin/lists", json={"name": uid("audience")}).json()
+    people = [user(mc) for _ in range(12)]
+    members = {"users": [[ident(external_id)] for external_id, _ in people]}
+    assert mc.post(f"/admin/lists/{static['id']}/members", json=members).status_code == 200
+    tmpl = template(mc)
+    body = {"name": uid("spring"), "list_id": static["id"], "template_id": tmpl["id"]}
+    campaign = mc.post("/admin/campaigns", json=body)
+    assert campaign.status_code == 201, campaign.text
+    cid = campaign.json()["id"]
+    assert campaign.json()["status"] == "draft"
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert mc.post(f"/admin/campaigns/{cid}/schedule", json={"send_at": later}).json()["status"] == "scheduled"
+    assert mc.post(f"/admin/campaigns/{cid}/resume").status_code == 409
+    paused = mc.post(f"/admin/campaigns/{cid}/pause")
+    assert paused.json()["status"] == "paused"
+    assert mc.post(f"/admin/campaigns/{cid}/resume").json()["status"] == "scheduled"
+    # now, then: every member gets one email, and the statistics say so
+    mc.post(f"/admin/campaigns/{cid}/cancel").raise_for_status()
+    again = mc.post("/admin/campaigns", json=body).json()
+    assert mc.post(f"/admin/campaigns/{again['id']}/schedule").json()["status"] == "scheduled"
+    for external_id, _ in people:
+        mail_to(smtp, f"{external_id}@mail.example")
+    done = wait_until(lambda: (d := mc.get(f"/admin/campaigns/{again['id']}").json())["status"] == "done" and d)
+    assert done["progress"] == {"recipients": 12, "queued": 12}
+    assert done["stats"]["sent"] == 12
+    assert done["stats"]["pending"] == 0
+    timeline = mc.get(f"/admin/campaigns/{again['id']}/timeline", params={"bucket_seconds": 60}).json()
+    assert sum(point["sent"] for point in timeline) == 12
+    cancelled = mc.get(f"/admin/campaigns/{cid}").json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["stats"]["sent"] == 0
+    assert all(len([m for m in smtp.messages.snapshot() if f"{e}@mail.example" in m.to]) == 1 for e, _ in people)
+
+
+def test_a_local_time_campaign_is_due_at_each_recipients_wall_clock(
+    mserver: Server, mc: httpx.Client, mail_provider: dict[str, Any]
+) -> None:
+    import asyncio
+
+    from lunogram_server.db import open_pool
+    from lunogram_server.messaging.campaigns import queue_chunk
+
+    static = mc.post("/admin/lists", json={"name": uid("tz")}).json()
+    (tokyo, tokyo_id), (lima, lima_id) = user(mc, timezone="Asia/Tokyo"), user(mc, timezone="America/Lima")
+    members = {"users": [[ident(tokyo)], [ident(lima)]]}
+    mc.post(f"/admin/lists/{static['id']}/members", json=members).raise_for_status()
+    tmpl = template(mc)
+    body = {"name": uid("c"), "list_id": static["id"], "template_id": tmpl["id"]}
+    campaign = mc.post("/admin/campaigns", json=body).json()
+    nine = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
+    schedule = {"send_at": nine.isoformat(), "local_time": True}
+    mc.post(f"/admin/campaigns/{campaign['id']}/schedule", json=schedule).raise_for_status()
+    # three days out, nothing is queued yet (queuing starts 14 hours before send_at: the furthest timezone)
+    assert mc.get(f"/admin/campaigns/{campaign['id']}").json()["progress"]["queued"] == 0
+
+    async def queue_then() -> None:  # a queuer whose clock reads 14 hours before send_at
+        pool = await open_pool(mserver.database_url, min_size=1, max_size=1)
+        try:
+            async with pool.connection() as conn:
+                while await queue_chunk(conn, 1000, now=nine - timedelta(hours=14)):
+                    pass
+        finally:
+            await pool.close()
+
+    asyncio.run(queue_then())
+    due = {}
+    for who in (tokyo_id, lima_id):
+        [message] = mc.get(f"/admin/users/{who}/messages").json()
+        due[who] = datetime.fromisoformat(mc.get(f"/admin/messages/{message['id']}").json()["next_attempt_at"])
+    assert due[tokyo_id] == nine.replace(tzinfo=None).replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert due[lima_id] == nine.replace(tzinfo=None).replace(tzinfo=ZoneInfo("America/Lima"))
+    assert mc.post(f"/admin/campaigns/{campaign['id']}/cancel").json()["stats"]["cancelled"] == 2

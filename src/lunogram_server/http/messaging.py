@@ -14,7 +14,9 @@ from lunogram_server.http.auth import Operator
 from lunogram_server.http.body import LimitedRoute, accept, body_schema
 from lunogram_server.http.client import ERRORS, PROBLEM, json_response
 from lunogram_server.http.problems import ProblemError
+from lunogram_server.messaging import campaigns
 from lunogram_server.messaging import service as messaging
+from lunogram_server.messaging.campaigns import CreateCampaign, ScheduleCampaign
 from lunogram_server.messaging.service import (
     CreateGroup,
     MessagingError,
@@ -224,3 +226,99 @@ async def get_message(message_id: UUID, auth: Operator, request: Request) -> Res
 async def journey_messages(journey_id: UUID, auth: Operator, request: Request) -> Response:
     async with request.app.state.pool.connection() as conn:
         return _json(await messaging.journey_step_stats(conn, auth.project_id, journey_id))
+
+
+# -- campaigns ------------------------------------------------------------------------------------------------
+
+
+def _campaign_problem(exc: campaigns.CampaignError) -> ProblemError:
+    return ProblemError(exc.status, str(exc))
+
+
+@router.post(
+    "/campaigns",
+    status_code=201,
+    responses=FOUND,
+    openapi_extra=body_schema(CreateCampaign),
+    summary="Create a campaign (a draft): a template to a list",
+)
+async def create_campaign(auth: Operator, request: Request) -> Response:
+    _, body = await accept(request, Permission.WRITE, CreateCampaign)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _json(await campaigns.create(conn, auth.project_id, body), 201)
+        except campaigns.CampaignError as exc:
+            raise _campaign_problem(exc) from None
+
+
+@router.get("/campaigns", responses=ERRORS, summary="Campaigns, newest first")
+async def list_campaigns(auth: Operator, request: Request, limit: Limit = 100, offset: Offset = 0) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        return _json(await campaigns.page(conn, auth.project_id, limit, offset))
+
+
+@router.get("/campaigns/{campaign_id}", responses=FOUND, summary="A campaign: progress and statistics")
+async def get_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        found = await campaigns.detail(conn, auth.project_id, campaign_id)
+    if found is None:
+        raise ProblemError(404, f"campaign {campaign_id}: not found in this project")
+    return _json(found)
+
+
+@router.get(
+    "/campaigns/{campaign_id}/timeline",
+    responses=FOUND,
+    summary="Sent, delivered, opened, clicked, bounced, unsubscribed per period (the chart)",
+)
+async def campaign_timeline(
+    campaign_id: UUID,
+    auth: Operator,
+    request: Request,
+    bucket_seconds: Annotated[int, Query(ge=60, le=86400 * 31)] = 3600,
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _json(await campaigns.timeline(conn, auth.project_id, campaign_id, bucket_seconds))
+        except campaigns.CampaignError as exc:
+            raise _campaign_problem(exc) from None
+
+
+@router.post(
+    "/campaigns/{campaign_id}/schedule",
+    responses=CHANGE,
+    openapi_extra=body_schema(ScheduleCampaign),
+    summary="Send now or at send_at (optionally at that local time in each recipient's timezone)",
+)
+async def schedule_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
+    body = ScheduleCampaign()
+    if (await request.body()).strip():
+        _, body = await accept(request, Permission.WRITE, ScheduleCampaign)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _json(await campaigns.act(conn, auth.project_id, campaign_id, "schedule", body))
+        except campaigns.CampaignError as exc:
+            raise _campaign_problem(exc) from None
+
+
+async def _campaign_action(campaign_id: UUID, auth: Operator, request: Request, action: str) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _json(await campaigns.act(conn, auth.project_id, campaign_id, action))
+        except campaigns.CampaignError as exc:
+            raise _campaign_problem(exc) from None
+
+
+@router.post("/campaigns/{campaign_id}/pause", responses=CHANGE, summary="Pause: queued messages wait")
+async def pause_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
+    return await _campaign_action(campaign_id, auth, request, "pause")
+
+
+@router.post("/campaigns/{campaign_id}/resume", responses=CHANGE, summary="Resume a paused campaign")
+async def resume_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
+    return await _campaign_action(campaign_id, auth, request, "resume")
+
+
+@router.post("/campaigns/{campaign_id}/cancel", responses=CHANGE, summary="Cancel: what was not sent is not")
+async def cancel_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
+    return await _campaign_action(campaign_id, auth, request, "cancel")

@@ -133,3 +133,6 @@ END
 $fn$;
 CREATE TRIGGER message_outbox_queued AFTER INSERT ON message_outbox
     FOR EACH STATEMENT EXECUTE FUNCTION lunogram_messages_queued();
+
+-- A paused campaign's queued messages wait here with their due time (held_at), out of the senders' way.
+ALTER TABLE message_outbox ADD COLUMN held_at timestamptz;
