@@ -189,9 +189,25 @@ class Sender:
             decisions = await self._decide(conn, claimed, now)
             await self._write_decisions(conn, decisions, now)
         if decisions.ready:
-            outcomes = await asyncio.gather(*(self._send(ready) for ready in decisions.ready))
-            await self._record(list(zip(decisions.ready, outcomes, strict=True)))
+            await self._send_all(decisions.ready)
         return len(claimed)
+
+    async def _send_all(self, ready: list[Ready]) -> None:
+        """Send concurrently and record answers as they come, a few at a time: a message's lease then only
+        has to cover its own send, not the slowest of its batch."""
+        answered: list[tuple[Ready, Outcome]] = []
+        last = time.monotonic()
+
+        async def one(item: Ready) -> tuple[Ready, Outcome]:
+            return item, await self._send(item)
+
+        for finished in asyncio.as_completed([one(item) for item in ready]):
+            answered.append(await finished)
+            if len(answered) >= _RECORD_EVERY or time.monotonic() - last > _RECORD_SECONDS:
+                await self._record(answered)
+                answered, last = [], time.monotonic()
+        if answered:
+            await self._record(answered)
 
     # -- deciding ----------------------------------------------------------------------------------------------
 
@@ -414,6 +430,8 @@ class Sender:
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
+_RECORD_EVERY = 100  # answers recorded per transaction, or what came within
+_RECORD_SECONDS = 0.25
 _ADDRESS_NAME = {"email": "email address", "sms": "phone number", "whatsapp": "phone number"}
 
 
