@@ -26,7 +26,7 @@ def pg() -> Iterator[PgCluster]:
     # mkdtemp makes a 0700 directory: as root, the server grants PostgreSQL's user passage (test_startup.py)
     root = Path(tempfile.mkdtemp(prefix="lunogram-test-pg-"))
     # fsync off: these tests kill our processes, never the machine, so durability to disk is not under test
-    embedded = EmbeddedPostgres(root / "pg", settings={"fsync": "off", "max_connections": "300"})
+    embedded = EmbeddedPostgres(root / "pg", settings={"fsync": "off", "max_connections": "600"})
     embedded.start()
     try:
         yield PgCluster(embedded)

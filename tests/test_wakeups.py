@@ -1,4 +1,4 @@
-"""Idle workers are woken by arrivals (events/wakeup.py): with a 30 s poll, events are still applied at once."""
+"""Idle workers are woken by arrivals (wakeups.py): with a 30 s poll, events are still applied at once."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from lunogram_server.config import Role, Settings
     from lunogram_server.events.models import ProcessedEvent
+    from lunogram_server.wakeups import Wakeups
 
 
 @runtime_checkable
@@ -131,6 +132,7 @@ class LoopContext:
     reactions: Reactions
     stop: asyncio.Event
     name: str  # host:pid:<loop name>:<copy>, for logs and leases
+    wakeups: Wakeups  # the process's one LISTEN connection: `wakeups.waiter(channel)` for a declared channel
 
 
 LoopFactory = Callable[[LoopContext], Coroutine[Any, Any, None]]
@@ -143,6 +145,7 @@ class Loop:
     start: LoopFactory
     copies: Callable[[Settings], int]  # how many of it a process runs (0: none)
     connections: Callable[[Settings], int]  # pool connections one copy holds at most at once
+    wakes_on: tuple[str, ...]  # NOTIFY channels that wake it (the process's listener LISTENs on them)
 
 
 @dataclass
@@ -170,8 +173,9 @@ class Reactions:
         *,
         copies: Callable[[Settings], int] = lambda _: 1,
         connections: Callable[[Settings], int] = lambda _: 1,
+        wakes_on: Sequence[str] = (),
     ) -> None:
-        self.loops.append(Loop(name, frozenset(roles), start, copies, connections))
+        self.loops.append(Loop(name, frozenset(roles), start, copies, connections, tuple(wakes_on)))
 
     def loops_for(self, settings: Settings) -> list[tuple[Loop, int]]:
         """The loops a process with these settings runs, with their number of copies."""

@@ -28,10 +28,10 @@ from lunogram_server.config import EventSettings
 from lunogram_server.db.outage import connection_failed, log_failure
 from lunogram_server.events.models import Kind, ProcessedEvent
 from lunogram_server.events.queries import BY_KIND, SHARED
-from lunogram_server.events.wakeup import Wakeups
 from lunogram_server.reactions import EventSubscriber, LoopContext
 
 log = structlog.get_logger("lunogram.events")
+CHANNEL = "lunogram_events"  # NOTIFY'd by a trigger on event_inbox (migration 0011)
 
 _NO_CURSOR = UUID(int=0)
 # Lost races with other transactions (deadlocks between resolutions, a profile merged away under us): the
@@ -88,7 +88,7 @@ class EventWorker:
         wakeup: asyncio.Event | None = None,
     ) -> None:
         self.pool = pool
-        self.wakeup = wakeup  # set when events arrive (events/wakeup.py); without it, polling alone
+        self.wakeup = wakeup  # set when events arrive (wakeups.py); without it, polling alone
         self.config = config or EventSettings()
         self.subscribers = list(subscribers)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -305,13 +305,13 @@ def _processed(row: _Row, target: UUID, broadcast: bool = False) -> ProcessedEve
 
 
 async def run_workers(ctx: LoopContext) -> None:
-    """The event workers of one process (LUNOGRAM_EVENT_WORKER_TASKS) and the wake-up listener they share."""
-    wakeups = Wakeups()
+    """The event workers of one process (LUNOGRAM_EVENT_WORKER_TASKS), woken by arrivals."""
     subscribers = ctx.reactions.event_subscribers
-    loops = [
-        EventWorker(ctx.pool, ctx.settings.events, subscribers, f"{ctx.name}:{n}", wakeups.waiter()).run(ctx.stop)
-        for n in range(ctx.settings.events.worker_tasks)
-    ]
-    assert isinstance(ctx.pool.conninfo, str)  # db/pool.py opens pools with a conninfo string
-    loops.append(wakeups.listen(ctx.pool.conninfo, ctx.stop))
-    await asyncio.gather(*loops)
+    await asyncio.gather(
+        *(
+            EventWorker(ctx.pool, ctx.settings.events, subscribers, f"{ctx.name}:{n}", ctx.wakeups.waiter(CHANNEL)).run(
+                ctx.stop
+            )
+            for n in range(ctx.settings.events.worker_tasks)
+        )
+    )

@@ -1,7 +1,7 @@
 """Journeys: versioned graphs of steps that events, list changes, schedules and the API enter users into,
 moved along by the runners (runner.py, engine.py)."""
 
-from lunogram_server.journeys.runner import journeys_loop
+from lunogram_server.journeys.runner import CHANNEL, journeys_loop
 from lunogram_server.journeys.subscriber import JourneysSubscriber
 from lunogram_server.reactions import (
     LIST_CHANGES,
@@ -28,4 +28,5 @@ def register(reactions: Reactions) -> None:
         journeys_loop,
         copies=lambda settings: min(1, settings.journeys.runner_tasks),
         connections=lambda settings: settings.journeys.runner_tasks * 2,  # a batch, and a webhook's outcome
+        wakes_on=(CHANNEL,),
     )

@@ -26,7 +26,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import JourneySettings
-from lunogram_server.events.wakeup import Wakeups
 from lunogram_server.journeys import webhooks
 from lunogram_server.journeys.engine import Advance, JourneyInfo, Q, Run, Taken, WebhookCall, record_steps
 from lunogram_server.journeys.graphs import GRAPHS
@@ -309,9 +308,11 @@ async def prepare(
 
 
 async def journeys_loop(ctx: LoopContext) -> None:
-    """The runners of one process (LUNOGRAM_JOURNEY_RUNNER_TASKS) and their wake-up listener."""
+    """The runners of one process (LUNOGRAM_JOURNEY_RUNNER_TASKS), woken by new and moved runs."""
     config = ctx.settings.journeys
-    wakeups = Wakeups(CHANNEL)
-    runners = [Runner(ctx.pool, config, wakeup=wakeups.waiter()).run(ctx.stop) for _ in range(config.runner_tasks)]
-    assert isinstance(ctx.pool.conninfo, str)
-    await asyncio.gather(*runners, wakeups.listen(ctx.pool.conninfo, ctx.stop))
+    await asyncio.gather(
+        *(
+            Runner(ctx.pool, config, wakeup=ctx.wakeups.waiter(CHANNEL)).run(ctx.stop)
+            for _ in range(config.runner_tasks)
+        )
+    )
