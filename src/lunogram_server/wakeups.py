@@ -3,7 +3,8 @@ on, turns PostgreSQL notifications into asyncio events, so a loop starts on new 
 its next poll. Polling stays as the fallback (a lost connection only slows wake-ups).
 
 Channels (each loop declares the one it wakes on when it registers, domains.py): `lunogram_events` (a
-trigger on the event inbox, migration 0011), `lunogram_journeys` (runs entered or moved, journeys/).
+trigger on the event inbox, migration 0011), `lunogram_journeys` (runs entered or moved, journeys/),
+`lunogram_messages` (messages queued: a trigger on the outbox, migration 0032).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking."""
 
 from lunogram_server.messaging.campaigns import campaign_loop
-from lunogram_server.messaging.loops import sender_loop
+from lunogram_server.messaging.loops import CHANNEL, sender_loop
 from lunogram_server.reactions import USER_MERGED, USERS_DELETED, Reactions
 
 
@@ -14,5 +14,6 @@ def register(reactions: Reactions) -> None:
         sender_loop,
         copies=lambda settings: min(1, settings.messaging.sender_tasks),
         connections=lambda settings: settings.messaging.sender_tasks * 2,  # a batch, and its answers
+        wakes_on=(CHANNEL,),
     )
     reactions.loop("campaigns", ("all", "worker"), campaign_loop)

@@ -1,10 +1,9 @@
-"""The messaging loops of a process: its senders (LUNOGRAM_SENDER_TASKS) and their wake-up listener."""
+"""The senders of a process (LUNOGRAM_SENDER_TASKS), woken when messages are queued."""
 
 from __future__ import annotations
 
 import asyncio
 
-from lunogram_server.events.wakeup import Wakeups
 from lunogram_server.messaging import crypto
 from lunogram_server.messaging.providers import parse_networks
 from lunogram_server.messaging.providers.base import default_ssl_context
@@ -12,7 +11,7 @@ from lunogram_server.messaging.providers_service import ProviderRegistry
 from lunogram_server.messaging.sender import Sender
 from lunogram_server.reactions import LoopContext
 
-CHANNEL = "lunogram_messages"
+CHANNEL = "lunogram_messages"  # NOTIFY'd by a trigger on message_outbox (migration 0032)
 
 
 async def sender_loop(ctx: LoopContext) -> None:
@@ -22,13 +21,11 @@ async def sender_loop(ctx: LoopContext) -> None:
     registry = ProviderRegistry(
         ssl_context=ssl_context, allowed_networks=parse_networks(settings.journeys.webhook_allowed_networks)
     )
-    wakeups = Wakeups(CHANNEL)
     senders = [
-        Sender(ctx.pool, settings.messaging, registry, keyring, settings.public_url, wakeup=wakeups.waiter())
+        Sender(ctx.pool, settings.messaging, registry, keyring, settings.public_url, wakeup=ctx.wakeups.waiter(CHANNEL))
         for _ in range(settings.messaging.sender_tasks)
     ]
-    assert isinstance(ctx.pool.conninfo, str)
     try:
-        await asyncio.gather(*(sender.run(ctx.stop) for sender in senders), wakeups.listen(ctx.pool.conninfo, ctx.stop))
+        await asyncio.gather(*(sender.run(ctx.stop) for sender in senders))
     finally:
         await registry.aclose()
