@@ -411,3 +411,46 @@ def test_a_local_time_campaign_is_due_at_each_recipients_wall_clock(
     assert due[tokyo_id] == nine.replace(tzinfo=None).replace(tzinfo=ZoneInfo("Asia/Tokyo"))
     assert due[lima_id] == nine.replace(tzinfo=None).replace(tzinfo=ZoneInfo("America/Lima"))
     assert mc.post(f"/admin/campaigns/{campaign['id']}/cancel").json()["stats"]["cancelled"] == 2
+
+
+def test_provider_reports_of_bounces_and_complaints_suppress_and_unsubscribe(mc: httpx.Client) -> None:
+    from messaging_servers import PostmarkServer
+
+    with PostmarkServer() as postmark:
+        body = {
+            "name": uid("pm"),
+            "kind": "postmark",
+            "secrets": {"server_token": "pm-test-token"},
+            "config": {"base_url": postmark.base_url, "from_address": "news@shop.example"},
+        }
+        provider = mc.post("/admin/providers", json=body).json()
+        hook = mc.get(f"/admin/providers/{provider['id']}/feedback-url").json()["url"]
+        group = mc.post("/admin/subscription-groups", json={"name": uid("g"), "channel": "email"}).json()
+        tmpl = template(mc, subscription_group_id=group["id"])
+        bouncer, bouncer_id = user(mc)
+        complainer, complainer_id = user(mc)
+        sent = {}
+        for who in (bouncer, complainer):
+            queued = send(mc, tmpl["id"], who, provider_id=provider["id"]).json()
+            sent[who] = message_when(mc, queued["id"], "sent")
+        reports = [
+            (bouncer, {"RecordType": "Bounce", "Type": "HardBounce", "Description": "no such mailbox"}),
+            (complainer, {"RecordType": "SpamComplaint"}),
+            (bouncer, {"RecordType": "Delivery"}),
+        ]
+        for who, report in reports:
+            payload = {**report, "Metadata": {"lunogram_message_id": sent[who]["id"]}}
+            assert httpx.post(hook, json=payload).status_code == 200
+        assert httpx.post(hook[:-4] + "AAAA", json={"RecordType": "Delivery"}).status_code == 404
+        bounced = mc.get(f"/admin/messages/{sent[bouncer]['id']}").json()
+        assert bounced["bounced_at"] is not None
+        assert bounced["delivered_at"] is not None
+        suppressed = {(s["address"], s["reason"]) for s in mc.get("/admin/suppressions").json()}
+        assert (f"{bouncer}@mail.example", "hard_bounce") in suppressed
+        assert (f"{complainer}@mail.example", "complaint") in suppressed
+        states = mc.get(f"/admin/users/{complainer_id}/subscriptions").json()
+        assert [s["subscribed"] for s in states if s["group_id"] == group["id"]] == [False]
+        again = send(mc, tmpl["id"], bouncer, provider_id=provider["id"]).json()
+        assert message_when(mc, again["id"], "skipped")["reason"] == "suppressed"
+        names = {e["name"] for e in mc.get(f"/admin/users/{bouncer_id}/events").json()["events"]}
+        assert {"message.bounced", "message.delivered"} <= names

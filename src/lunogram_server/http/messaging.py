@@ -14,7 +14,7 @@ from lunogram_server.http.auth import Operator
 from lunogram_server.http.body import LimitedRoute, accept, body_schema
 from lunogram_server.http.client import ERRORS, PROBLEM, json_response
 from lunogram_server.http.problems import ProblemError
-from lunogram_server.messaging import campaigns
+from lunogram_server.messaging import campaigns, feedback, providers_service
 from lunogram_server.messaging import service as messaging
 from lunogram_server.messaging.campaigns import CreateCampaign, ScheduleCampaign
 from lunogram_server.messaging.service import (
@@ -322,3 +322,16 @@ async def resume_campaign(campaign_id: UUID, auth: Operator, request: Request) -
 @router.post("/campaigns/{campaign_id}/cancel", responses=CHANGE, summary="Cancel: what was not sent is not")
 async def cancel_campaign(campaign_id: UUID, auth: Operator, request: Request) -> Response:
     return await _campaign_action(campaign_id, auth, request, "cancel")
+
+
+@router.get(
+    "/providers/{provider_id}/feedback-url",
+    responses=FOUND,
+    summary="The URL to give the provider for its delivery, bounce and complaint webhooks (a secret)",
+)
+async def provider_feedback_url(provider_id: UUID, auth: Operator, request: Request) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        found = await providers_service.get(conn, auth.project_id, provider_id)
+    if found is None:
+        raise ProblemError(404, f"provider {provider_id}: not found in this project")
+    return _json({"url": feedback.feedback_url(request.app.state.links, provider_id)})

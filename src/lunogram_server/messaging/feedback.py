@@ -267,6 +267,8 @@ async def _apply(conn: AsyncConnection[Any], project_id: UUID, provider_id: UUID
             changed += 1
             await log_events(conn, [(message_id, project_id, report.kind, {"reason": report.detail})], now)
             await emit(conn, [(message_id, report.kind, {"reason": report.detail} if report.detail else {})])
+            if report.kind == "complained":
+                await conn.execute(Q["complaint_leaves_group"], {"id": message_id})
             if report.kind in ("bounced", "complained") and address:
                 reason = "hard_bounce" if report.kind == "bounced" else "complaint"
                 await conn.execute(

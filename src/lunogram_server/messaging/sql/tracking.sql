@@ -44,3 +44,11 @@ RETURNING id
 
 -- name: provider_of
 SELECT id, project_id, kind, config FROM providers WHERE id = %(id)s
+
+-- name: complaint_leaves_group
+-- A complaint (the recipient marked it spam): they leave the message's group, as if they had unsubscribed.
+INSERT INTO subscriptions (user_id, group_id, project_id, subscribed, source)
+SELECT m.user_id, m.group_id, m.project_id, false, 'complaint'
+FROM message_outbox AS m JOIN subscription_groups AS g ON g.id = m.group_id AND g.kind = 'marketing'
+WHERE m.id = %(id)s
+ON CONFLICT (user_id, group_id) DO UPDATE SET subscribed = false, source = 'complaint', updated_at = now()
