@@ -53,6 +53,7 @@ _ROUTINES = [
     ("lunogram_server.lists", "functions.sql"),
     ("lunogram_server.schedules", "functions.sql"),
     ("lunogram_server.journeys", "functions.sql"),
+    ("lunogram_server.messaging", "functions.sql"),
 ]
 
 
