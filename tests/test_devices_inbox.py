@@ -772,3 +772,20 @@ def test_sender_functions(client: httpx.Client, server: Server) -> None:
     assert item["content"] == {"title": "Hi", "body": "There", "url": "https://x.example"}
     assert (item["data"], item["channel"]) == ({"k": 1}, "inbox")
     assert user_detail(client, alice)["has_push_device"] is False
+
+
+def test_the_schema_documents_the_routes(server: Server) -> None:
+    schema = httpx.get(f"{server.root_url}/openapi.json", timeout=30).json()
+    paths = schema["paths"]
+    assert set(paths["/api/client/users/devices"]) == {"post"}
+    assert "201" in paths["/api/client/users/devices"]["post"]["responses"]
+    assert set(paths["/api/client/push/vapid"]) == {"get"}
+    for plural in ("users", "organizations"):
+        assert set(paths[f"/api/client/{plural}/inbox"]) == {"get", "post"}
+        assert set(paths[f"/api/client/{plural}/inbox/count"]) == {"get"}
+        assert set(paths[f"/api/client/{plural}/inbox/read"]) == {"post"}
+        assert set(paths[f"/api/client/{plural}/inbox/archived"]) == {"post"}
+    schemas = schema["components"]["schemas"]
+    for name in ("DeviceRegistration", "InboxMessageCreate", "InboxMessageRef", "InboxMessage", "InboxMessageList"):
+        assert name in schemas
+    assert not any(path.startswith("/client/") for path in paths), "the bare alias stays out of the schema"
