@@ -122,6 +122,10 @@ REFUSED_DEVICES = [
     ({"identifier": []}, "identifier: must contain at least 1 item(s)"),
     ({"config": {"token": "t", "tokn": "typo"}}, "config.tokn: is not a known field"),
     ({"config": {"token": "t", "expiration_time": "2030-01-01T00:00:00"}}, "config.expiration_time"),
+    (
+        {"os": "web", "config": {**web("x")["config"], "expiration_time": "9999-12-31T23:00:00-05:00"}},
+        "config.expiration_time: must lie between the years 1 and 9998 in UTC",
+    ),
 ]
 
 
@@ -434,6 +438,12 @@ def test_inbox_messages_are_idempotent_by_identifier_and_shaped(client: httpx.Cl
     uuid.UUID(item["id"])
     assert ids(feed(client, "users", external, channel="email")) == ["welcome"]
 
+    # an offset PostgreSQL would not take (Python does) is stored as the same instant
+    far = message(external, "far-offset", scheduled_at="2020-01-01T23:00:00+23:30")
+    post_messages(client, "users", [far])
+    shown = next(m for m in feed(client, "users", external)["results"] if m["external_id"] == "far-offset")
+    assert datetime.fromisoformat(shown["scheduled_at"]) == datetime(2019, 12, 31, 23, 30, tzinfo=UTC)
+
     # defaults: priority 3, no tags, empty content and data, no source
     post_messages(client, "users", [message(external, "plain")])
     plain = feed(client, "users", external, limit=1)["results"][0]
@@ -553,6 +563,8 @@ REFUSED_MESSAGES = [
         "[0].expires_at: must be after scheduled_at",
     ),
     ({"colour": "red"}, "[0].colour: is not a known field"),
+    ({"expires_at": "9999-12-31T23:00:00-05:00"}, "[0].expires_at: must lie between the years 1 and 9998 in UTC"),
+    ({"scheduled_at": 1700000000}, "[0].scheduled_at: must be an RFC 3339 timestamp"),
 ]
 
 
@@ -595,6 +607,8 @@ def test_inbox_batch_and_query_limits(client: httpx.Client) -> None:
         ({**base, "offset": -1}, "offset"),
         ({**base, "status": "deleted"}, "status"),
         ({**base, "priority": 9}, "priority"),
+        ({**base, "external_id": "a\x00b"}, "external_id"),
+        ({**base, "message_source": "\x00"}, "message_source"),
         ({**base, "tags": ",".join(f"t{n}" for n in range(21))}, "tags: at most 20 tags"),
     ):
         assert_problem(client.get("/client/users/inbox", params=params), 400, detail)

@@ -135,14 +135,18 @@ async def _mark(request: Request, kind: Kind, what: Mark) -> Response:
     return await respond(request, auth, work)
 
 
-Source = Annotated[str, Query(min_length=1, max_length=255, description="the target's identifier source")]
-ExternalId = Annotated[str, Query(min_length=1, max_length=512, description="the target's external_id")]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold it
+Source = Annotated[
+    str, Query(min_length=1, max_length=255, pattern=NO_NUL, description="the target's identifier source")
+]
+ExternalId = Annotated[str, Query(min_length=1, max_length=512, pattern=NO_NUL, description="the target's external_id")]
 Channel = Annotated[InboxChannel, Query(description="the feed's channel")]
 Status = Annotated[InboxStatus | None, Query(description="unset: everything not archived")]
 Tags = Annotated[
-    str | None, Query(max_length=MAX_TAGS * 256, description="comma-separated; a message must have all of them")
+    str | None,
+    Query(max_length=MAX_TAGS * 256, pattern=NO_NUL, description="comma-separated; a message must have all of them"),
 ]
-MessageSource = Annotated[str | None, Query(max_length=255, description="the messages' `source` label")]
+MessageSource = Annotated[str | None, Query(max_length=255, pattern=NO_NUL, description="the messages' `source` label")]
 Priority = Annotated[int | None, Query(ge=1, le=5)]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]

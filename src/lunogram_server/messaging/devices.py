@@ -16,7 +16,7 @@ Devices hang on their user: deleted with it (foreign key), moved to the survivor
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -39,6 +39,21 @@ OS_VALUES: tuple[DeviceOs, ...] = ("web", "ios", "android")
 Short = Annotated[str, StringConstraints(max_length=255)]
 
 
+def _storable(value: datetime) -> datetime:
+    # in UTC, years 1-9998: PostgreSQL refuses offsets beyond 15:59 (Python takes up to 23:59), and an offset
+    # can push a year-9999 time out of Python's range
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not 1 <= utc.year <= 9998:
+        raise ValueError("must lie between the years 1 and 9998 in UTC")
+    return utc
+
+
+Expiration = Annotated[AwareDatetime, AfterValidator(_storable)]
+
+
 def register(reactions: Reactions) -> None:
     reactions.on(USER_MERGED, "lunogram_devices_on_user_merged")
 
@@ -59,7 +74,7 @@ class DeviceConfig(StrictModel):
 
     token: str | None = Field(default=None, max_length=4096)
     endpoint: str | None = Field(default=None, max_length=2000)
-    expiration_time: AwareDatetime | None = Field(
+    expiration_time: Expiration | None = Field(
         default=None, description="RFC 3339, or epoch milliseconds as a browser's subscription has it"
     )
     keys: DeviceKeys | None = None

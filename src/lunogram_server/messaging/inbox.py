@@ -14,20 +14,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints, TypeAdapter
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, TypeAdapter
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.events.models import Kind
 from lunogram_server.identity import ExternalID, Identifiers, StrictModel, normalize
 from lunogram_server.identity.models import not_blank
 from lunogram_server.reactions import ORGANIZATION_MERGED, USER_MERGED, Reactions
+from lunogram_server.schedules.models import Timestamp
 
 Q = load_queries("lunogram_server.messaging", "inbox.sql")
 
@@ -70,8 +71,8 @@ class InboxMessageCreate(StrictModel):
     tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS)
     priority: int | None = Field(default=None, ge=1, le=5)
     source: Label | None = None
-    scheduled_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    scheduled_at: Timestamp | None = None  # RFC 3339 with an offset, years 1-9998 in UTC
+    expires_at: Timestamp | None = None
     sender_identity_id: UUID | None = None
     campaign_id: UUID | None = None
     broadcast_id: UUID | None = None
@@ -138,7 +139,8 @@ def message_items(messages: Sequence[InboxMessageCreate], max_bytes: int) -> lis
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    # in UTC: PostgreSQL refuses offsets beyond 15:59, which Python accepts
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 # -- responses (for the schema: the answers are built as JSON by PostgreSQL) -------------------------------
