@@ -803,3 +803,40 @@ def test_the_schema_documents_the_routes(server: Server) -> None:
     for name in ("DeviceRegistration", "InboxMessageCreate", "InboxMessageRef", "InboxMessage", "InboxMessageList"):
         assert name in schemas
     assert not any(path.startswith("/client/") for path in paths), "the bare alias stays out of the schema"
+
+
+def test_bodies_as_upstreams_sdks_send_them(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
+    """Every optional field present, as null where unset (the JS SDK snake-cases its camelCase keys)."""
+    external = uid()
+    user_id = upsert(client, ident(external))["id"]
+    device = {
+        "identifier": [{"source": "default", "external_id": external, "metadata": None}],
+        "device_id": "browser-1",
+        "os": "web",
+        "os_version": None,
+        "model": None,
+        "app_version": None,
+        "data": None,
+        "config": {
+            "endpoint": "https://updates.push.services.mozilla.com/wpush/v2/gAAAA",
+            "expiration_time": None,
+            "keys": {"p256dh": P256DH, "auth": AUTH},
+        },
+    }
+    assert_empty(client.post("/client/users/devices", json=device), 201)
+    assert len(device_rows(db, user_id)) == 1
+    nulls = {
+        "sender_identity_id": None,
+        "campaign_id": str(uuid.uuid4()),
+        "broadcast_id": None,
+        "content": None,
+        "data": None,
+        "tags": None,
+        "priority": None,
+        "source": None,
+        "scheduled_at": None,
+        "expires_at": None,
+    }
+    post_messages(client, "users", [message(external, "from-js", **nulls)])
+    [item] = feed(client, "users", external)["results"]
+    assert (item["content"], item["data"], item["tags"], item["priority"]) == ({}, {}, [], 3)
