@@ -248,7 +248,10 @@ class _Script:
 
 
 class FakeHttpServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1; subclasses answer in `handle`."""
+    """A threaded HTTP/1.1 server on 127.0.0.1 (https with `tls`: the test certificate, `TLS`); subclasses
+    answer in `handle`."""
+
+    tls = False
 
     def __init__(self) -> None:
         self.requests: Recorder[ReceivedRequest] = Recorder()
@@ -264,7 +267,7 @@ class FakeHttpServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def fail_next(
         self, status: int, times: int = 1, *, headers: dict[str, str] | None = None, body: Any = None
@@ -314,6 +317,8 @@ class FakeHttpServer:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            self._server.socket = TLS.server_context().wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -882,8 +887,9 @@ class WebPushServer(_MessageServer[ReceivedPush]):
     """A push service: `subscribe()` makes a browser-like subscription whose pushes it decrypts (RFC 8291)
     after checking the VAPID JWT (RFC 8292) against `vapid_public_key` when set."""
 
-    def __init__(self, vapid_public_key: str | None = None) -> None:
+    def __init__(self, vapid_public_key: str | None = None, *, tls: bool = False) -> None:
         super().__init__()
+        self.tls = tls  # browsers' push services are https: device registration requires it
         self.vapid_public_key = vapid_public_key
         self._subscriptions: dict[str, _Subscription] = {}
         self.gone: set[str] = set()  # endpoints answered with 410

@@ -19,7 +19,7 @@ import pytest
 
 from helpers import Server, ident, uid, wait_until
 from journey_helpers import entrance, make_journey, path, run_in, wait_for_run
-from messaging_servers import SendgridServer, SmtpServer
+from messaging_servers import TLS, ApnsServer, SendgridServer, SmtpServer, WebPushServer
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def mserver(server_factory: Callable[..., Server]) -> Server:
             "LUNOGRAM_SEND_RETRY_BASE_SECONDS": "0.05",
             "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2",
             "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "SSL_CERT_FILE": str(TLS.cert_file),  # trusts the loopback push services' test certificate
         }
     )
 
@@ -454,3 +455,99 @@ def test_provider_reports_of_bounces_and_complaints_suppress_and_unsubscribe(mc:
         assert message_when(mc, again["id"], "skipped")["reason"] == "suppressed"
         names = {e["name"] for e in mc.get(f"/admin/users/{bouncer_id}/events").json()["events"]}
         assert {"message.bounced", "message.delivered"} <= names
+
+
+def push_template(client: httpx.Client) -> dict[str, Any]:
+    body = {
+        "name": uid("push"),
+        "channel": "push",
+        "variants": {
+            "en": {
+                "title": "Hi {{ user.data.name }}",
+                "body": "Your order {{ data.order }} shipped",
+                "url": "https://shop.example/orders/{{ data.order }}",
+            }
+        },
+    }
+    made = client.post("/admin/templates", json=body)
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+def test_a_web_push_decrypts_to_the_rendered_payload_and_apns_takes_a_token_authenticated_push(
+    mserver: Server, mc: httpx.Client
+) -> None:
+    from lunogram_server.messaging.providers import generate_vapid_keys
+
+    public, private = generate_vapid_keys()
+    with WebPushServer(vapid_public_key=public, tls=True) as webpush, ApnsServer() as apns:
+        for provider in (
+            {
+                "kind": "webpush",
+                "config": {"subject": "mailto:ops@shop.example", "public_key": public},
+                "secrets": {"private_key": private},
+            },
+            {
+                "kind": "apns",
+                "config": {
+                    "team_id": apns.team_id,
+                    "key_id": apns.key_id,
+                    "topic": apns.topic,
+                    "base_url": apns.base_url,
+                },
+                "secrets": {"private_key": apns.private_key_pem},
+            },
+        ):
+            made = mc.post("/admin/providers", json={"name": uid("p"), "is_default": True, **provider})
+            assert made.status_code == 201, made.text
+        assert mc.get("/client/push/vapid").json() == {"public_key": public}
+        external_id, _ = user(mc, data={"name": "Grace"})
+        subscription = webpush.subscribe()
+        devices = [
+            {"device_id": "browser", "os": "web", "config": subscription},
+            {"device_id": "phone", "os": "ios", "config": {"token": "a" * 64}},
+        ]
+        for device in devices:
+            registered = mc.post("/client/users/devices", json={"identifier": [ident(external_id)], **device})
+            assert registered.status_code == 201, registered.text
+        tmpl = push_template(mc)
+        queued = send(mc, tmpl["id"], external_id, data={"order": "A-1"}).json()
+        sent = message_when(mc, queued["id"], ("sent", "failed"))
+        assert sent["status"] == "sent", sent
+        [received] = webpush.wait_for(1)
+        assert received.payload["title"] == "Hi Grace"
+        assert received.payload["body"] == "Your order A-1 shipped"
+        assert received.payload["url"] == "https://shop.example/orders/A-1"
+        assert received.payload["id"] == queued["id"]
+        [pushed] = apns.wait_for(1)
+        assert pushed.payload["aps"]["alert"]["title"] == "Hi Grace"
+        assert pushed.headers["apns-id"].lower() == queued["id"].lower()
+        # a dead browser subscription is dropped; the phone still gets the next one
+        webpush.gone.add(subscription["endpoint"])
+        again = send(mc, tmpl["id"], external_id, data={"order": "A-2"}).json()
+        assert message_when(mc, again["id"], ("sent", "failed"))["status"] == "sent"
+        apns.wait_for(2)
+        third = send(mc, tmpl["id"], external_id, data={"order": "A-3"}).json()
+        assert message_when(mc, third["id"], ("sent", "failed"))["status"] == "sent"
+        assert len(webpush.requests.snapshot()) == 2  # the gone subscription was not tried a third time
+        assert mc.get("/admin/users", params={"external_id": external_id}).json()["has_push_device"] is True
+
+
+def test_an_inbox_template_lands_in_the_users_inbox(mc: httpx.Client) -> None:
+    body = {
+        "name": uid("inbox"),
+        "channel": "inbox",
+        "variants": {"en": {"title": "Welcome {{ user.data.name }}", "body": "Glad you are here"}},
+    }
+    tmpl = mc.post("/admin/templates", json=body)
+    assert tmpl.status_code == 201, tmpl.text
+    external_id, _ = user(mc, data={"name": "Linus"})
+    queued = send(mc, tmpl.json()["id"], external_id).json()
+    assert message_when(mc, queued["id"], "sent")["status"] == "sent"
+    feed = mc.get("/client/users/inbox", params={"external_id": external_id, "channel": "inbox"}).json()
+    [item] = feed["results"]
+    assert item["content"]["title"] == "Welcome Linus"
+    assert (
+        mc.get("/client/users/inbox/count", params={"external_id": external_id, "channel": "inbox"}).json()["unread"]
+        == 1
+    )

@@ -22,7 +22,19 @@ from lunogram_server.background import background
 from lunogram_server.config import Settings
 from lunogram_server.db import open_pool
 from lunogram_server.db.session import with_session_settings
-from lunogram_server.http import admin, client, journeys, lists, messaging, ops, providers, public, schedules, templates
+from lunogram_server.http import (
+    admin,
+    client,
+    inbox,
+    journeys,
+    lists,
+    messaging,
+    ops,
+    providers,
+    public,
+    schedules,
+    templates,
+)
 from lunogram_server.http.auth import KeyCache
 from lunogram_server.http.body import BODY_MODELS
 from lunogram_server.http.cors import Cors
@@ -86,8 +98,8 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     app.state.settings = settings
     app.state.metrics = metrics
     install_handlers(app)
-    client_routers = [client.router, schedules.router]
-    for router in client_routers:
+    client_routers = [client.router, schedules.router]  # the fast lane's (http/fastlane.py)
+    for router in [*client_routers, inbox.router]:
         app.include_router(router, prefix="/api")
         # The same routes without /api, hidden from the schema: SDKs configured with the bare host still work.
         app.include_router(router, include_in_schema=False)

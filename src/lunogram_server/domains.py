@@ -10,9 +10,10 @@ from __future__ import annotations
 from lunogram_server import events, journeys, lists, maintenance, messaging, organizations, schedules
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import load_subscribers
+from lunogram_server.messaging import devices, inbox
 from lunogram_server.reactions import Reactions
 
-DOMAINS = (events, organizations, schedules, lists, journeys, messaging, maintenance)
+DOMAINS = (events, organizations, schedules, lists, journeys, devices, inbox, messaging, maintenance)
 
 
 def build_reactions(settings: Settings | None = None) -> Reactions:

@@ -38,14 +38,15 @@ from psycopg_pool import AsyncConnectionPool
 from lunogram_server.config import MessagingSettings
 from lunogram_server.db import load_queries
 from lunogram_server.journeys.timing import zone
-from lunogram_server.messaging import providers_service, templates_service
+from lunogram_server.messaging import devices, inbox, providers_service, templates_service
 from lunogram_server.messaging.crypto import Keyring
 from lunogram_server.messaging.links import Links
-from lunogram_server.messaging.providers import Message, Outcome, Provider
+from lunogram_server.messaging.providers import Device, Message, Outcome, Provider
 from lunogram_server.messaging.providers_service import ProviderRegistry, ProviderSettings
 from lunogram_server.messaging.templates import (
     Rendered,
     RenderedEmail,
+    RenderedInbox,
     RenderedPush,
     RenderedText,
     RenderedWebhook,
@@ -87,18 +88,23 @@ class Claimed:
 
 @dataclass
 class Ready:
-    """A message decided and rendered, marked `sending`: what the provider call needs."""
+    """A message decided and rendered, marked `sending`: what the provider calls need. Push goes to each of
+    the user's devices (`sends`), through the provider that reaches its kind of device; the rest go once."""
 
     claimed: Claimed
     attempt: int
-    provider: ProviderSettings
-    message: Message
+    sends: list[tuple[ProviderSettings, Message]]
+
+    @property
+    def to(self) -> str:
+        return self.sends[0][1].to
 
 
 @dataclass
 class Decisions:
     ready: list[Ready] = field(default_factory=list)
     settled: list[tuple[UUID, str, str, datetime | None]] = field(default_factory=list)  # id, status, reason, next
+    delivered: list[Claimed] = field(default_factory=list)  # inbox messages, stored in place
     events: list[tuple[UUID, UUID, str, dict[str, Any] | None]] = field(default_factory=list)  # id, project, kind
 
     def settle(self, message: Claimed, status: str, reason: str, next_at: datetime | None = None) -> None:
@@ -244,8 +250,12 @@ class Sender:
         settings = await _settings(conn, list(by_project))
         counts = await _recent_counts(conn, claimed, settings, now)
         suppressed = await _suppressed(conn, claimed, people)
-        providers: dict[tuple[UUID, str, UUID | None], ProviderSettings | None] = {}
-        to_render: list[tuple[Claimed, TemplateDefinition, UserContext, ProviderSettings, str]] = []
+        push_users = [m.user_id for m in claimed if m.channel == "push"]
+        devices_of = await _devices(conn, claimed, push_users)
+        providers: dict[tuple[UUID, str, UUID | None, str | None], ProviderSettings | None] = {}
+        to_render: list[
+            tuple[Claimed, TemplateDefinition, UserContext, list[tuple[ProviderSettings | None, Device | None]], str]
+        ] = []
         for message in claimed:
             person = people.get(message.user_id)
             template = templates.get(message.template_id) if message.template_id else None
@@ -267,6 +277,8 @@ class Sender:
                     decisions.settle(message, "skipped", "unsubscribed")
                     continue
             address = _address(message.channel, person)
+            if message.channel == "push" and devices_of.get(message.user_id):
+                address = "push"
             if address is None:
                 decisions.settle(message, "skipped", f"no {_ADDRESS_NAME.get(message.channel, 'address')}")
                 continue
@@ -286,26 +298,42 @@ class Sender:
                 if wait_until is not None:
                     decisions.settle(message, "queued", "quiet hours", wait_until)
                     continue
-            which = (message.project_id, message.channel, message.provider_id)
-            if which not in providers:
-                providers[which] = await _provider(conn, self.keyring, message)
-            provider = providers[which]
-            if provider is None:
+            targets: list[tuple[ProviderSettings | None, Device | None]] = []
+            wanted: list[Device | None] = [None]
+            if message.channel == "push":
+                wanted = list(devices_of.get(message.user_id, [])[:MAX_PUSH_DEVICES])
+            for device in wanted:
+                os = device.os if device is not None else None
+                which = (message.project_id, message.channel, message.provider_id, os)
+                if which not in providers:
+                    inboxed = message.channel == "inbox"
+                    providers[which] = None if inboxed else await _provider(conn, self.keyring, message, os)
+                if providers[which] is not None or message.channel == "inbox":
+                    targets.append((providers[which], device))
+            if not targets:
                 decisions.settle(message, "failed", f"no {message.channel} provider in this project")
                 continue
-            to_render.append((message, template, person.context_user(), provider, address))
-        rendered = await _render_all(
-            [
-                (t, people[m.user_id].locale, self._context(links, m, u), snippets[m.project_id])
-                for m, t, u, _, _ in to_render
-            ]
-        )
-        for (message, _, _, provider, address), result in zip(to_render, rendered, strict=True):
+            to_render.append((message, template, person.context_user(), targets, address))
+        jobs = [(t, u.locale, self._context(links, m, u), snippets[m.project_id]) for m, t, u, _, _ in to_render]
+        rendered = await _render_all(jobs)
+        for (message, _, _, targets, address), result in zip(to_render, rendered, strict=True):
             if isinstance(result, RenderError):
                 decisions.settle(message, "failed", f"template: {result}")
                 continue
-            built = _message(message, result, address, links)
-            decisions.ready.append(Ready(message, message.attempts + 1, provider, built))
+            if isinstance(result, RenderedInbox):  # the inbox is ours: delivered here, in this transaction
+                stored = await inbox.deliver(
+                    conn, message.project_id, message.user_id, message.id, result.title, result.body, result.data
+                )
+                if stored is None:
+                    decisions.settle(message, "skipped", "the user no longer exists")
+                else:
+                    decisions.delivered.append(message)
+                continue
+            sends = []
+            for provider, device in targets:
+                assert provider is not None  # only the inbox goes without one
+                sends.append((provider, _message(message, result, address, links, device)))
+            decisions.ready.append(Ready(message, message.attempts + 1, sends))
         return decisions
 
     def _context(self, links: Links, message: Claimed, user: UserContext) -> dict[str, Any]:
@@ -326,11 +354,11 @@ class Sender:
                 Q["mark_sending"],
                 {
                     "ids": [r.claimed.id for r in decisions.ready],
-                    "addresses": [r.message.to for r in decisions.ready],
+                    "addresses": [r.to for r in decisions.ready],
                     "locales": [None for _ in decisions.ready],
                     "groups": [r.claimed.group_id for r in decisions.ready],
                     "marketing": [r.claimed.marketing for r in decisions.ready],
-                    "providers": [r.provider.id for r in decisions.ready],
+                    "providers": [r.sends[0][0].id for r in decisions.ready],
                     "lease": lease,
                     "now": now,
                 },
@@ -346,19 +374,41 @@ class Sender:
                     "now": now,
                 },
             )
+        if decisions.delivered:  # inbox: sent at once (it is our own store), as a provider's `sent` is
+            await conn.execute(Q["delivered_in_place"], {"ids": [m.id for m in decisions.delivered], "now": now})
+            decisions.events += [(m.id, m.project_id, "sent", {"inbox": True}) for m in decisions.delivered]
+            await emit(conn, [(m.id, "sent", {}) for m in decisions.delivered])
         if decisions.events:
             await log_events(conn, decisions.events, now)
 
     # -- sending and recording -----------------------------------------------------------------------------
 
     async def _send(self, ready: Ready) -> Outcome:
-        await self.limiter.take(ready.provider)
+        """The message's outcome: sent if any of its sends went (push: one per device), else retry if any
+        may go later, else failed. Dead device tokens are dropped as they are found."""
+        outcomes = [await self._send_one(provider, message) for provider, message in ready.sends]
+        if ready.claimed.channel == "push":
+            dead = [m.to for (_, m), o in zip(ready.sends, outcomes, strict=True) if o.permanent_address_problem]
+            if dead:
+                async with self.pool.connection() as conn:
+                    for address in dead:
+                        await devices.forget_device(conn, ready.claimed.project_id, address)
+        for status in ("sent", "retry"):
+            for outcome in outcomes:
+                if outcome.status == status:
+                    return outcome
+        if ready.claimed.channel == "push":  # every device is gone: not a bounce of an address of ours
+            return Outcome.failed(outcomes[0].error or "failed")
+        return outcomes[0]
+
+    async def _send_one(self, settings: ProviderSettings, message: Message) -> Outcome:
+        await self.limiter.take(settings)
         async with self._calls:
             try:
-                provider: Provider = self.registry.provider(ready.provider)
+                provider: Provider = self.registry.provider(settings)
             except ValueError as exc:  # settings that no longer build: a permanent failure
                 return Outcome.failed(f"provider: {exc}")
-            return await provider.send(ready.message)
+            return await provider.send(message)
 
     async def _record(self, answered: list[tuple[Ready, Outcome]]) -> None:
         now = self.clock()
@@ -395,9 +445,7 @@ class Sender:
                 if bounced:
                     emitted.append((message.id, "bounced", {"reason": reason}))
                     if message.channel in ("email", "sms", "whatsapp"):
-                        suppress.append(
-                            (message.project_id, message.channel, ready.message.to, "hard_bounce", message.id)
-                        )
+                        suppress.append((message.project_id, message.channel, ready.to, "hard_bounce", message.id))
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 Q["record"],
@@ -430,6 +478,7 @@ class Sender:
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
+MAX_PUSH_DEVICES = 10  # a push goes to at most this many of a user's devices, newest first
 _RECORD_EVERY = 100  # answers recorded per transaction, or what came within
 _RECORD_SECONDS = 0.25
 _ADDRESS_NAME = {"email": "email address", "sms": "phone number", "whatsapp": "phone number"}
@@ -456,6 +505,8 @@ async def _people(conn: AsyncConnection[Any], ids: list[UUID]) -> dict[UUID, Per
 
 
 def _address(channel: str, person: Person) -> str | None:
+    if channel == "inbox":
+        return "inbox"
     if channel == "email":
         return person.email
     if channel in ("sms", "whatsapp"):
@@ -553,10 +604,23 @@ async def _suppressed(
     return {(p, c, a) for p, c, a in await cursor.fetchall()}
 
 
-async def _provider(conn: AsyncConnection[Any], keyring: Keyring | None, message: Claimed) -> ProviderSettings | None:
+async def _provider(
+    conn: AsyncConnection[Any], keyring: Keyring | None, message: Claimed, os: str | None
+) -> ProviderSettings | None:
     if message.provider_id is not None:
         return await providers_service.load(conn, keyring, message.project_id, message.provider_id)
-    return await providers_service.choose(conn, keyring, message.project_id, message.channel)  # type: ignore[arg-type]
+    channel: Any = message.channel
+    device_os: Any = os
+    return await providers_service.choose(conn, keyring, message.project_id, channel, os=device_os)
+
+
+async def _devices(conn: AsyncConnection[Any], claimed: list[Claimed], users: list[UUID]) -> dict[UUID, list[Device]]:
+    """The push devices of these users (newest first), per project."""
+    found: dict[UUID, list[Device]] = {}
+    projects = {m.project_id for m in claimed if m.channel == "push"}
+    for project_id in projects:
+        found.update(await devices.devices_of(conn, project_id, users))
+    return found
 
 
 _RENDER_IN_THREAD_AT = 16
@@ -598,7 +662,7 @@ def _tracked(html: str, message_id: UUID, links: Links) -> str:
     return tracked[:at] + pixel + tracked[at:] if at >= 0 else tracked + pixel
 
 
-def _message(claimed: Claimed, rendered: Rendered, address: str, links: Links) -> Message:
+def _message(claimed: Claimed, rendered: Rendered, address: str, links: Links, device: Device | None) -> Message:
     mid = str(claimed.id)
     if isinstance(rendered, RenderedEmail):
         headers = {}
@@ -627,14 +691,17 @@ def _message(claimed: Claimed, rendered: Rendered, address: str, links: Links) -
             json_body=rendered.body,
         )
     if isinstance(rendered, RenderedPush):
+        assert device is not None
+        to = device.endpoint if device.os == "web" and device.endpoint else device.token or ""
         return Message(
             id=mid,
             channel="push",
-            to=address,
+            to=to,
             title=rendered.title,
             body=rendered.body,
             data=rendered.data,
             url=rendered.url,
+            device=device,
         )
     raise AssertionError(f"no message for {rendered.channel}")  # pragma: no cover - inbox is delivered in place
 

@@ -150,9 +150,10 @@ class BaseClient:
         headers = {
             "Authorization": f"Bearer {self.api_key}",
             "Accept": "application/json",
-            "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
+        if op.method != "GET":
+            headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return headers
@@ -160,13 +161,11 @@ class BaseClient:
     def _build_request(
         self, http: httpx.Client | httpx.AsyncClient, op: Operation[Any], idempotency_key: str | None
     ) -> httpx.Request:
-        return http.build_request(
-            op.method,
-            f"{self.base_url}/client/{op.path}",
-            content=encode_json(op.body),
-            headers=self._headers(op, idempotency_key),
-            timeout=self.timeout,
-        )
+        url = f"{self.base_url}/client/{op.path}"
+        headers = self._headers(op, idempotency_key)
+        if op.method == "GET":
+            return http.build_request("GET", url, params=op.params, headers=headers, timeout=self.timeout)
+        return http.build_request(op.method, url, content=encode_json(op.body), headers=headers, timeout=self.timeout)
 
     @staticmethod
     def _idempotency_key(op: Operation[Any]) -> str | None:

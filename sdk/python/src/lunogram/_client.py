@@ -117,6 +117,18 @@ class UserSchedules(_Namespace):
     delete = _SyncEndpoint(ops.delete_user_schedule)
 
 
+class UserDevices(_Namespace):
+    register = _SyncEndpoint(ops.register_device)
+
+
+class UserInbox(_Namespace):
+    post = _SyncEndpoint(ops.post_user_inbox)
+    list = _SyncEndpoint(ops.list_user_inbox)
+    count = _SyncEndpoint(ops.count_user_inbox)
+    read = _SyncEndpoint(ops.read_user_inbox)
+    archive = _SyncEndpoint(ops.archive_user_inbox)
+
+
 class Users(_Namespace):
     upsert = _SyncEndpoint(ops.upsert_user)
     delete = _SyncEndpoint(ops.delete_user)
@@ -125,6 +137,8 @@ class Users(_Namespace):
         super().__init__(client)
         self.events = UserEvents(client)
         self.schedules = UserSchedules(client)
+        self.devices = UserDevices(client)
+        self.inbox = UserInbox(client)
 
 
 class OrganizationEvents(_Namespace):
@@ -134,6 +148,14 @@ class OrganizationEvents(_Namespace):
 class OrganizationSchedules(_Namespace):
     upsert = _SyncEndpoint(ops.upsert_organization_schedule)
     delete = _SyncEndpoint(ops.delete_organization_schedule)
+
+
+class OrganizationInbox(_Namespace):
+    post = _SyncEndpoint(ops.post_organization_inbox)
+    list = _SyncEndpoint(ops.list_organization_inbox)
+    count = _SyncEndpoint(ops.count_organization_inbox)
+    read = _SyncEndpoint(ops.read_organization_inbox)
+    archive = _SyncEndpoint(ops.archive_organization_inbox)
 
 
 class Organizations(_Namespace):
@@ -146,6 +168,11 @@ class Organizations(_Namespace):
         super().__init__(client)
         self.events = OrganizationEvents(client)
         self.schedules = OrganizationSchedules(client)
+        self.inbox = OrganizationInbox(client)
+
+
+class Push(_Namespace):
+    vapid = _SyncEndpoint(ops.get_vapid_public_key)
 
 
 # --- async namespaces -------------------------------------------------------------------------------------
@@ -160,6 +187,18 @@ class AsyncUserSchedules(_Namespace):
     delete = _AsyncEndpoint(ops.delete_user_schedule)
 
 
+class AsyncUserDevices(_Namespace):
+    register = _AsyncEndpoint(ops.register_device)
+
+
+class AsyncUserInbox(_Namespace):
+    post = _AsyncEndpoint(ops.post_user_inbox)
+    list = _AsyncEndpoint(ops.list_user_inbox)
+    count = _AsyncEndpoint(ops.count_user_inbox)
+    read = _AsyncEndpoint(ops.read_user_inbox)
+    archive = _AsyncEndpoint(ops.archive_user_inbox)
+
+
 class AsyncUsers(_Namespace):
     upsert = _AsyncEndpoint(ops.upsert_user)
     delete = _AsyncEndpoint(ops.delete_user)
@@ -168,6 +207,8 @@ class AsyncUsers(_Namespace):
         super().__init__(client)
         self.events = AsyncUserEvents(client)
         self.schedules = AsyncUserSchedules(client)
+        self.devices = AsyncUserDevices(client)
+        self.inbox = AsyncUserInbox(client)
 
 
 class AsyncOrganizationEvents(_Namespace):
@@ -177,6 +218,14 @@ class AsyncOrganizationEvents(_Namespace):
 class AsyncOrganizationSchedules(_Namespace):
     upsert = _AsyncEndpoint(ops.upsert_organization_schedule)
     delete = _AsyncEndpoint(ops.delete_organization_schedule)
+
+
+class AsyncOrganizationInbox(_Namespace):
+    post = _AsyncEndpoint(ops.post_organization_inbox)
+    list = _AsyncEndpoint(ops.list_organization_inbox)
+    count = _AsyncEndpoint(ops.count_organization_inbox)
+    read = _AsyncEndpoint(ops.read_organization_inbox)
+    archive = _AsyncEndpoint(ops.archive_organization_inbox)
 
 
 class AsyncOrganizations(_Namespace):
@@ -189,6 +238,11 @@ class AsyncOrganizations(_Namespace):
         super().__init__(client)
         self.events = AsyncOrganizationEvents(client)
         self.schedules = AsyncOrganizationSchedules(client)
+        self.inbox = AsyncOrganizationInbox(client)
+
+
+class AsyncPush(_Namespace):
+    vapid = _AsyncEndpoint(ops.get_vapid_public_key)
 
 
 # --- clients ----------------------------------------------------------------------------------------------
@@ -220,6 +274,7 @@ class Client(BaseClient, _Sender):
         self._sleep: Callable[[float], None] = time.sleep
         self.users = Users(self)
         self.organizations = Organizations(self)
+        self.push = Push(self)
 
     def _execute(self, op: Operation[T]) -> T:
         steps = self._steps(self._http, op)
@@ -274,6 +329,7 @@ class AsyncClient(BaseClient, _Sender):
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.users = AsyncUsers(self)
         self.organizations = AsyncOrganizations(self)
+        self.push = AsyncPush(self)
 
     async def _execute(self, op: Operation[T]) -> T:
         steps = self._steps(self._http, op)

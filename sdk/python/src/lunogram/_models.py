@@ -13,15 +13,24 @@ from typing import Any, Final, Literal, TypedDict
 
 __all__ = [
     "NOT_GIVEN",
+    "DeviceOS",
     "Event",
     "ExternalID",
     "IdentifierInput",
     "IdentifierLike",
+    "InboxChannel",
+    "InboxCount",
+    "InboxMessage",
+    "InboxMessageCreate",
+    "InboxMessageList",
+    "InboxStatus",
     "NotGiven",
     "Organization",
     "OrganizationEvent",
     "ScheduledAccepted",
     "User",
+    "VapidPublicKey",
+    "WebPushSubscription",
 ]
 
 
@@ -194,3 +203,148 @@ class ScheduledAccepted:
             scheduled_at=_optional_datetime(data.get("scheduled_at")),
             data=data.get("data") or {},
         )
+
+
+# --- devices and push -------------------------------------------------------------------------------------
+
+DeviceOS = Literal["web", "ios", "android"]
+"""What a device runs: `android` (an FCM token), `ios` (an APNs token) or `web` (a Web Push subscription)."""
+
+
+class _WebPushKeys(TypedDict):
+    p256dh: str
+    auth: str
+
+
+class _WebPushEndpoint(TypedDict):
+    endpoint: str
+    keys: _WebPushKeys
+
+
+class WebPushSubscription(_WebPushEndpoint, total=False):
+    """A browser's `PushSubscription.toJSON()`: `endpoint`, `keys` and, optionally, its expiration (epoch
+    milliseconds, an RFC 3339 string, or an aware `datetime`) as `expirationTime` or `expiration_time`."""
+
+    expirationTime: int | str | datetime | None
+    expiration_time: int | str | datetime | None
+
+
+@dataclass(frozen=True)
+class VapidPublicKey:
+    """The project's VAPID public key (base64url), for `pushManager.subscribe({applicationServerKey})`."""
+
+    public_key: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VapidPublicKey:
+        return cls(public_key=data["public_key"])
+
+
+# --- the in-app inbox -------------------------------------------------------------------------------------
+
+InboxChannel = Literal["email", "sms", "push", "inbox"]
+"""The feed a message is shown in."""
+
+InboxStatus = Literal["unread", "read", "archived"]
+"""`archived` once archived, else `read` once read, else `unread`."""
+
+
+class _InboxMessageRequired(TypedDict):
+    target: IdentifierInput
+    identifier: IdentifierLike
+    channel: InboxChannel
+
+
+class InboxMessageCreate(_InboxMessageRequired, total=False):
+    """A message for `inbox.post`: for the profile `target` names; `identifier` is the message's own (posting
+    it again for the same target and channel stores nothing new). `priority` 1 (highest) to 5 (default 3);
+    not shown before `scheduled_at` nor from `expires_at` (aware datetimes or RFC 3339 text)."""
+
+    content: Mapping[str, Any]
+    data: Mapping[str, Any]
+    tags: Sequence[str]
+    priority: int
+    source: str
+    scheduled_at: datetime | str
+    expires_at: datetime | str
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """A message of an inbox feed. `user_id` is set in a user's feed, `organization_id` in an organization's."""
+
+    id: str
+    project_id: str
+    user_id: str | None
+    organization_id: str | None
+    identifier: ExternalID
+    channel: str
+    content: dict[str, Any]
+    data: dict[str, Any]
+    tags: list[str]
+    priority: int
+    source: str | None
+    status: str
+    scheduled_at: datetime
+    expires_at: datetime | None
+    read_at: datetime | None
+    archived_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InboxMessage:
+        identifier = data.get("identifier") or {"external_id": data.get("external_id") or ""}
+        read_at, archived_at = _optional_datetime(data.get("read_at")), _optional_datetime(data.get("archived_at"))
+        status = data.get("status") or ("archived" if archived_at else "read" if read_at else "unread")
+        return cls(
+            id=data["id"],
+            project_id=data["project_id"],
+            user_id=data.get("user_id"),
+            organization_id=data.get("organization_id"),
+            identifier=ExternalID.from_json(identifier),
+            channel=data["channel"],
+            content=data.get("content") or {},
+            data=data.get("data") or {},
+            tags=list(data.get("tags") or []),
+            priority=int(data.get("priority", 3)),
+            source=data.get("source"),
+            status=status,
+            scheduled_at=parse_datetime(data["scheduled_at"]),
+            expires_at=_optional_datetime(data.get("expires_at")),
+            read_at=read_at,
+            archived_at=archived_at,
+            created_at=parse_datetime(data["created_at"]),
+            updated_at=parse_datetime(data["updated_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class InboxMessageList:
+    """A page of a feed: `results` newest first, `total` of the whole filtered feed."""
+
+    results: list[InboxMessage]
+    total: int
+    limit: int
+    offset: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InboxMessageList:
+        return cls(
+            results=[InboxMessage.from_json(item) for item in data.get("results") or []],
+            total=int(data["total"]),
+            limit=int(data["limit"]),
+            offset=int(data["offset"]),
+        )
+
+
+@dataclass(frozen=True)
+class InboxCount:
+    """Of what a feed shows now and is not archived: how many are `unread`, and the `total`."""
+
+    unread: int
+    total: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InboxCount:
+        return cls(unread=int(data["unread"]), total=int(data["total"]))

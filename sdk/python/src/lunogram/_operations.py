@@ -14,18 +14,27 @@ from typing import Any, Generic, Literal, TypeVar
 
 from ._models import (
     NOT_GIVEN,
+    DeviceOS,
     Event,
     ExternalID,
     IdentifierInput,
+    IdentifierLike,
+    InboxChannel,
+    InboxCount,
+    InboxMessageCreate,
+    InboxMessageList,
+    InboxStatus,
     NotGiven,
     Organization,
     ScheduledAccepted,
     User,
+    VapidPublicKey,
+    WebPushSubscription,
 )
 
 T = TypeVar("T")
 
-Method = Literal["POST", "DELETE"]
+Method = Literal["GET", "POST", "DELETE"]
 
 
 def _ignore(_: Any) -> None:
@@ -34,12 +43,14 @@ def _ignore(_: Any) -> None:
 
 @dataclass(frozen=True)
 class Operation(Generic[T]):
-    """One request to `<base_url>/client/<path>` and the parser of its successful answer."""
+    """One request to `<base_url>/client/<path>` and the parser of its successful answer. A GET has no body
+    and sends `params` as its query string."""
 
     method: Method
     path: str
     body: Any
     parse: Callable[[Any], T]
+    params: Mapping[str, str] | None = None
 
 
 # --- encoding ---------------------------------------------------------------------------------------------
@@ -270,3 +281,242 @@ def delete_organization_schedule(identifier: IdentifierInput, *, name: str) -> O
     """Delete the organization's schedule `name` (`NotFoundError` if there is none)."""
     body = {"name": name, "identifier": encode_identifier(identifier)}
     return Operation("DELETE", "organizations/scheduled", body, _ignore)
+
+
+# --- devices and push -------------------------------------------------------------------------------------
+
+MAX_INBOX_BATCH = 100
+"""Messages per `inbox.post`, and message ids per `inbox.read` / `inbox.archive` (the server's cap)."""
+
+_DEVICE_OS = ("web", "ios", "android")
+
+
+def _expiration(subscription: Mapping[str, Any]) -> Any:
+    for key in ("expiration_time", "expirationTime"):
+        value = subscription.get(key)
+        if isinstance(value, datetime):
+            return encode_datetime(value, f"subscription.{key}")
+        if value is not None:
+            return value
+    return None
+
+
+def register_device(
+    identifier: IdentifierInput,
+    *,
+    device_id: str,
+    os: DeviceOS,
+    token: str | NotGiven = NOT_GIVEN,
+    subscription: WebPushSubscription | Mapping[str, Any] | NotGiven = NOT_GIVEN,
+    os_version: str | NotGiven = NOT_GIVEN,
+    model: str | NotGiven = NOT_GIVEN,
+    app_version: str | NotGiven = NOT_GIVEN,
+    data: Mapping[str, Any] | NotGiven | None = NOT_GIVEN,
+) -> Operation[None]:
+    """Register (or update) a push device of the user `identifier` names (`NotFoundError` if there is none).
+
+    `os="android"` takes an FCM `token`, `os="ios"` an APNs `token`, `os="web"` a Web Push `subscription`
+    (a browser's `PushSubscription.toJSON()`: `endpoint`, `keys` {`p256dh`, `auth`}, `expirationTime`).
+    Registering a `device_id` again replaces it; the user's `has_push_device` becomes true.
+    """
+    if os not in _DEVICE_OS:
+        raise ValueError(f"os: must be one of {', '.join(_DEVICE_OS)}, got {os!r}")
+    if not isinstance(device_id, str) or not device_id.strip():
+        raise ValueError("device_id: must be a non-blank string")
+    config: dict[str, Any]
+    if os == "web":
+        if not isinstance(subscription, Mapping):
+            raise ValueError("subscription: a web device needs its Web Push subscription (endpoint and keys)")
+        keys = subscription.get("keys")
+        if not subscription.get("endpoint") or not isinstance(keys, Mapping):
+            raise ValueError("subscription: needs 'endpoint' and 'keys' ({'p256dh', 'auth'})")
+        config = {
+            "endpoint": subscription["endpoint"],
+            "expiration_time": _expiration(subscription),
+            "keys": {"p256dh": keys.get("p256dh"), "auth": keys.get("auth")},
+        }
+    else:
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"token: an {os} device needs its {'APNs' if os == 'ios' else 'FCM'} token")
+        config = {"token": token}
+    body: dict[str, Any] = {
+        "identifier": encode_identifier(identifier),
+        "device_id": device_id,
+        "os": os,
+        "config": config,
+    }
+    for key, value in (("os_version", os_version), ("model", model), ("app_version", app_version), ("data", data)):
+        _put(body, key, value)
+    return Operation("POST", "users/devices", body, _ignore)
+
+
+def get_vapid_public_key() -> Operation[VapidPublicKey]:
+    """The project's VAPID public key, which browsers subscribe to Web Push with (`NotFoundError` when the
+    project has no webpush provider). A public key may read it."""
+    return Operation("GET", "push/vapid", None, VapidPublicKey.from_json)
+
+
+# --- the in-app inbox -------------------------------------------------------------------------------------
+
+
+def _one_identifier(value: IdentifierLike, field: str) -> dict[str, Any]:
+    if not isinstance(value, str | ExternalID | Mapping):
+        raise TypeError(f"{field}: expected one identifier (a string, ExternalID or dict), got {type(value).__name__}")
+    return encode_identifier(value, field)[0]
+
+
+def _batch(items: Any, field: str) -> Sequence[Any]:
+    if isinstance(items, Mapping | str) or not isinstance(items, Sequence):
+        raise TypeError(f"{field}: expected a list")
+    if not items:
+        raise ValueError(f"{field}: must contain at least one item")
+    if len(items) > MAX_INBOX_BATCH:
+        raise ValueError(f"{field}: at most {MAX_INBOX_BATCH} per call, got {len(items)}")
+    return items
+
+
+def encode_inbox_messages(messages: Sequence[InboxMessageCreate] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(_batch(messages, "messages")):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"messages[{i}]: expected a dict, got {type(message).__name__}")
+        for required in ("target", "identifier", "channel"):
+            if required not in message:
+                raise ValueError(f"messages[{i}]: needs {required!r}")
+        encoded = dict(message)
+        encoded["target"] = encode_identifier(message["target"], f"messages[{i}].target")
+        encoded["identifier"] = _one_identifier(message["identifier"], f"messages[{i}].identifier")
+        for key in ("scheduled_at", "expires_at"):
+            if isinstance(encoded.get(key), datetime):
+                encoded[key] = encode_datetime(encoded[key], f"messages[{i}].{key}")
+        if "tags" in encoded and encoded["tags"] is not None:
+            encoded["tags"] = list(encoded["tags"])
+        out.append(encoded)
+    return out
+
+
+def _feed_target(identifier: IdentifierLike) -> dict[str, str]:
+    target = _one_identifier(identifier, "identifier")
+    return {"source": str(target.get("source", "default")), "external_id": str(target["external_id"])}
+
+
+def _post_inbox(plural: str, messages: Sequence[InboxMessageCreate] | Sequence[Mapping[str, Any]]) -> Operation[None]:
+    return Operation("POST", f"{plural}/inbox", encode_inbox_messages(messages), _ignore)
+
+
+def _list_inbox(
+    plural: str,
+    identifier: IdentifierLike,
+    channel: InboxChannel,
+    status: InboxStatus | NotGiven,
+    tags: str | Sequence[str] | NotGiven,
+    message_source: str | NotGiven,
+    priority: int | NotGiven,
+    limit: int | NotGiven,
+    offset: int | NotGiven,
+) -> Operation[InboxMessageList]:
+    params = {**_feed_target(identifier), "channel": channel}
+    if isinstance(status, str):
+        params["status"] = status
+    if isinstance(tags, str):
+        params["tags"] = tags
+    elif not isinstance(tags, NotGiven):
+        params["tags"] = ",".join(tags)
+    if isinstance(message_source, str):
+        params["message_source"] = message_source
+    for key, value in (("priority", priority), ("limit", limit), ("offset", offset)):
+        if not isinstance(value, NotGiven):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{key}: expected an integer, got {type(value).__name__}")
+            params[key] = str(value)
+    return Operation("GET", f"{plural}/inbox", None, InboxMessageList.from_json, params)
+
+
+def _count_inbox(plural: str, identifier: IdentifierLike, channel: InboxChannel) -> Operation[InboxCount]:
+    params = {**_feed_target(identifier), "channel": channel}
+    return Operation("GET", f"{plural}/inbox/count", None, InboxCount.from_json, params)
+
+
+def _mark_inbox(
+    plural: str, what: str, identifier: IdentifierInput, message_ids: str | Sequence[str]
+) -> Operation[None]:
+    ids = [message_ids] if isinstance(message_ids, str) else list(_batch(message_ids, "message_ids"))
+    target = encode_identifier(identifier)
+    body = [{"target": target, "message_id": str(message_id)} for message_id in ids]
+    return Operation("POST", f"{plural}/inbox/{what}", body, _ignore)
+
+
+def post_user_inbox(messages: Sequence[InboxMessageCreate] | Sequence[Mapping[str, Any]]) -> Operation[None]:
+    """Store up to 100 messages in users' inboxes (secret key). Each is `{"target", "identifier", "channel",
+    "content"?, "data"?, "tags"?, "priority"?, "source"?, "scheduled_at"?, "expires_at"?}`; a message whose
+    `identifier` its target already has on that channel is not stored twice."""
+    return _post_inbox("users", messages)
+
+
+def list_user_inbox(
+    identifier: IdentifierLike,
+    *,
+    channel: InboxChannel,
+    status: InboxStatus | NotGiven = NOT_GIVEN,
+    tags: str | Sequence[str] | NotGiven = NOT_GIVEN,
+    message_source: str | NotGiven = NOT_GIVEN,
+    priority: int | NotGiven = NOT_GIVEN,
+    limit: int | NotGiven = NOT_GIVEN,
+    offset: int | NotGiven = NOT_GIVEN,
+) -> Operation[InboxMessageList]:
+    """A page of the user's feed on `channel`, newest first (`NotFoundError` for an unknown user). Without
+    `status`, everything not archived; `tags` must all be on a message; `limit` 1-100 (default 20). Needs a
+    key that may read."""
+    return _list_inbox("users", identifier, channel, status, tags, message_source, priority, limit, offset)
+
+
+def count_user_inbox(identifier: IdentifierLike, *, channel: InboxChannel) -> Operation[InboxCount]:
+    """Unread and total messages of the user's feed on `channel` (not archived). Needs a key that may read."""
+    return _count_inbox("users", identifier, channel)
+
+
+def read_user_inbox(identifier: IdentifierInput, message_ids: str | Sequence[str]) -> Operation[None]:
+    """Mark up to 100 of the user's messages read (ids of another profile's messages are skipped)."""
+    return _mark_inbox("users", "read", identifier, message_ids)
+
+
+def archive_user_inbox(identifier: IdentifierInput, message_ids: str | Sequence[str]) -> Operation[None]:
+    """Archive up to 100 of the user's messages: they leave the feed unless `status="archived"` is asked."""
+    return _mark_inbox("users", "archived", identifier, message_ids)
+
+
+def post_organization_inbox(
+    messages: Sequence[InboxMessageCreate] | Sequence[Mapping[str, Any]],
+) -> Operation[None]:
+    """Store up to 100 messages in organizations' inboxes (secret key); see `users.inbox.post`."""
+    return _post_inbox("organizations", messages)
+
+
+def list_organization_inbox(
+    identifier: IdentifierLike,
+    *,
+    channel: InboxChannel,
+    status: InboxStatus | NotGiven = NOT_GIVEN,
+    tags: str | Sequence[str] | NotGiven = NOT_GIVEN,
+    message_source: str | NotGiven = NOT_GIVEN,
+    priority: int | NotGiven = NOT_GIVEN,
+    limit: int | NotGiven = NOT_GIVEN,
+    offset: int | NotGiven = NOT_GIVEN,
+) -> Operation[InboxMessageList]:
+    """A page of the organization's feed on `channel`; see `users.inbox.list`."""
+    return _list_inbox("organizations", identifier, channel, status, tags, message_source, priority, limit, offset)
+
+
+def count_organization_inbox(identifier: IdentifierLike, *, channel: InboxChannel) -> Operation[InboxCount]:
+    """Unread and total messages of the organization's feed on `channel`."""
+    return _count_inbox("organizations", identifier, channel)
+
+
+def read_organization_inbox(identifier: IdentifierInput, message_ids: str | Sequence[str]) -> Operation[None]:
+    """Mark up to 100 of the organization's messages read."""
+    return _mark_inbox("organizations", "read", identifier, message_ids)
+
+
+def archive_organization_inbox(identifier: IdentifierInput, message_ids: str | Sequence[str]) -> Operation[None]:
+    """Archive up to 100 of the organization's messages."""
+    return _mark_inbox("organizations", "archived", identifier, message_ids)

@@ -156,3 +156,9 @@ INSERT INTO subscription_groups (project_id, name, channel, kind)
 VALUES (%(project_id)s, %(channel)s || ' (default)', %(channel)s, 'marketing')
 ON CONFLICT (project_id, name) DO UPDATE SET updated_at = subscription_groups.updated_at
 RETURNING id
+
+-- name: delivered_in_place
+-- Inbox messages: stored in the user's inbox by the sender itself, so sent at once.
+UPDATE message_outbox SET status = 'sent', sent_at = %(now)s, delivered_at = %(now)s, attempts = attempts + 1,
+    updated_at = %(now)s
+WHERE id = ANY (%(ids)s::uuid[])
