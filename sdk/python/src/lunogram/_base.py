@@ -161,7 +161,7 @@ class BaseClient:
     def _build_request(
         self, http: httpx.Client | httpx.AsyncClient, op: Operation[Any], idempotency_key: str | None
     ) -> httpx.Request:
-        url = f"{self.base_url}/client/{op.path}"
+        url = f"{self.base_url}/{op.area}/{op.path}"
         headers = self._headers(op, idempotency_key)
         if op.method == "GET":
             return http.build_request("GET", url, params=op.params, headers=headers, timeout=self.timeout)

@@ -175,6 +175,11 @@ class Push(_Namespace):
     vapid = _SyncEndpoint(ops.get_vapid_public_key)
 
 
+class Messages(_Namespace):
+    send = _SyncEndpoint(ops.send_message)
+    get = _SyncEndpoint(ops.get_message)
+
+
 # --- async namespaces -------------------------------------------------------------------------------------
 
 
@@ -245,6 +250,11 @@ class AsyncPush(_Namespace):
     vapid = _AsyncEndpoint(ops.get_vapid_public_key)
 
 
+class AsyncMessages(_Namespace):
+    send = _AsyncEndpoint(ops.send_message)
+    get = _AsyncEndpoint(ops.get_message)
+
+
 # --- clients ----------------------------------------------------------------------------------------------
 
 
@@ -275,6 +285,7 @@ class Client(BaseClient, _Sender):
         self.users = Users(self)
         self.organizations = Organizations(self)
         self.push = Push(self)
+        self.messages = Messages(self)
 
     def _execute(self, op: Operation[T]) -> T:
         steps = self._steps(self._http, op)
@@ -330,6 +341,7 @@ class AsyncClient(BaseClient, _Sender):
         self.users = AsyncUsers(self)
         self.organizations = AsyncOrganizations(self)
         self.push = AsyncPush(self)
+        self.messages = AsyncMessages(self)
 
     async def _execute(self, op: Operation[T]) -> T:
         steps = self._steps(self._http, op)

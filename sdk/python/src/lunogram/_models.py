@@ -348,3 +348,31 @@ class InboxCount:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InboxCount:
         return cls(unread=int(data["unread"]), total=int(data["total"]))
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message of the outbox: `status` is queued, sending, sent, failed, skipped or cancelled (`reason`
+    says why); `events` are what happened to it, in order."""
+
+    id: str
+    status: str
+    channel: str
+    template_id: str | None
+    user_id: str | None
+    reason: str | None
+    events: list[dict[str, Any]]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SentMessage:
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            channel=data["channel"],
+            template_id=data.get("template_id"),
+            user_id=data.get("user_id"),
+            reason=data.get("reason"),
+            events=list(data.get("events") or []),
+            raw=dict(data),
+        )

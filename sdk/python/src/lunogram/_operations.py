@@ -27,6 +27,7 @@ from ._models import (
     NotGiven,
     Organization,
     ScheduledAccepted,
+    SentMessage,
     User,
     VapidPublicKey,
     WebPushSubscription,
@@ -43,14 +44,16 @@ def _ignore(_: Any) -> None:
 
 @dataclass(frozen=True)
 class Operation(Generic[T]):
-    """One request to `<base_url>/client/<path>` and the parser of its successful answer. A GET has no body
-    and sends `params` as its query string."""
+    """One request to `<base_url>/<area>/<path>` and the parser of its successful answer. A GET has no body
+    and sends `params` as its query string. `area` is `client` (the Client API) or `admin` (operator routes,
+    secret keys only: the transactional send)."""
 
     method: Method
     path: str
     body: Any
     parse: Callable[[Any], T]
     params: Mapping[str, str] | None = None
+    area: Literal["client", "admin"] = "client"
 
 
 # --- encoding ---------------------------------------------------------------------------------------------
@@ -520,3 +523,31 @@ def read_organization_inbox(identifier: IdentifierInput, message_ids: str | Sequ
 def archive_organization_inbox(identifier: IdentifierInput, message_ids: str | Sequence[str]) -> Operation[None]:
     """Archive up to 100 of the organization's messages."""
     return _mark_inbox("organizations", "archived", identifier, message_ids)
+
+
+# --- the transactional send (admin API: a secret key) -----------------------------------------------------
+
+
+def send_message(
+    template_id: str,
+    identifier: IdentifierInput,
+    *,
+    key: str,
+    data: Mapping[str, Any] | None = None,
+    provider_id: str | None = None,
+) -> Operation[SentMessage]:
+    """Send template `template_id` to the user `identifier` names, now, once per `key` (a repeat returns the
+    message the first call queued). Needs a secret key."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key: must be a non-empty string (it makes the send happen once)")
+    body: dict[str, Any] = {"template_id": template_id, "identifier": encode_identifier(identifier), "key": key}
+    if data is not None:
+        body["data"] = dict(data)
+    if provider_id is not None:
+        body["provider_id"] = provider_id
+    return Operation("POST", "messages", body, SentMessage.from_json, area="admin")
+
+
+def get_message(message_id: str) -> Operation[SentMessage]:
+    """A message's state and every event of it (sent, opened, clicked, ...)."""
+    return Operation("GET", f"messages/{message_id}", None, SentMessage.from_json, area="admin")
