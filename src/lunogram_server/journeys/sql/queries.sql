@@ -4,11 +4,13 @@
 -- A journey rule (journeys/rules.py, `{predicate}`) for a batch of [user, run context] rows (one JSON array:
 -- psycopg's dumping of a jsonb[] parameter costs ~50 µs a row, orjson's of one document ~1): the numbers
 -- of the rows that match. `ev`, `og` and `rn` give the context's event, organization and run data the shape
--- of a profile (name, data), so the lists' property compiler serves them too.
+-- of a profile (name, data), so the lists' property compiler serves them too. Each row's user is looked up
+-- by id (LATERAL ... LIMIT 1 keeps the join a loop of index lookups: planned as a join, it hashed the whole
+-- project's users whenever their statistics lagged, 9.5 ms instead of 0.2 for a batch of 27).
 SELECT r.n
 FROM (SELECT (x ->> 0)::uuid AS user_id, x -> 1 AS ctx, n
       FROM jsonb_array_elements(%(rows)s) WITH ORDINALITY AS t(x, n)) AS r
-LEFT JOIN users AS u ON u.id = r.user_id AND u.project_id = %(project_id)s
+LEFT JOIN LATERAL (SELECT * FROM users WHERE id = r.user_id AND project_id = %(project_id)s LIMIT 1) AS u ON true
 CROSS JOIN LATERAL (SELECT r.ctx -> 'event' ->> 'name' AS name, r.ctx -> 'event' -> 'data' AS data) AS ev
 CROSS JOIN LATERAL (SELECT r.ctx -> 'organization' ->> 'name' AS name, r.ctx -> 'organization' -> 'data' AS data) AS og
 CROSS JOIN LATERAL (SELECT r.ctx -> 'data' AS data) AS rn
