@@ -105,6 +105,8 @@ def receiver() -> Iterator[Receiver]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:  # the sender died mid-request (a kill -9 test): not a delivery
+                return
             recv = state["r"]
             with recv.lock:
                 body = json.loads(raw) if raw else None

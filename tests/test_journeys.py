@@ -696,3 +696,28 @@ def test_a_merge_keeps_the_older_run_and_a_delete_ends_runs(jc: httpx.Client) ->
     detail = run_detail(jc, kept)
     assert detail["status"] == "deleted"
     assert detail["ended_at"] is not None
+
+
+def test_deleting_runs_deletes_the_steps_they_took(jserver: Server, jc: httpx.Client) -> None:
+    # Steps are not tied to their run by a foreign key (it cost the runner half of each batch's insert):
+    # a statement trigger deletes them with their runs instead.
+    import psycopg
+
+    steps = {"api": entrance({"kind": "api"}, "done"), "done": {"type": "exit"}}
+    journey = make_journey(jc, steps, reentry="always")
+    entered = [
+        jc.post(f"/admin/journeys/{journey['id']}/entrances", json={"identifier": [ident(uid("d"))], "key": uid("k")})
+        for _ in "ab"
+    ]
+    assert all(e.status_code == 202 for e in entered), entered[0].text
+    runs = [wait_for_run(jc, journey["id"], e.json()["user_id"], "exited") for e in entered]
+    with psycopg.connect(jserver.database_url, autocommit=True) as conn:
+
+        def taken(run_id: str) -> int:
+            row = conn.execute("SELECT count(*) FROM journey_steps_taken WHERE run_id = %s", (run_id,)).fetchone()
+            return row[0] if row else -1
+
+        assert taken(runs[0]["id"]) == taken(runs[1]["id"]) == 2
+        conn.execute("DELETE FROM journey_runs WHERE id = %s", (runs[0]["id"],))
+        assert taken(runs[0]["id"]) == 0
+        assert taken(runs[1]["id"]) == 2

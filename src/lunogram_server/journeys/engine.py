@@ -480,13 +480,10 @@ class Advance:
             for run in runs:
                 self._go(run, key, "would_enter", {"journey_id": str(step.journey_id)}, step.next)
             return
-        params = {
-            "triggers": [trigger] * len(runs),
-            "users": [run.user_id for run in runs],
-            "keys": [f"run:{run.id}:{run.visit}" for run in runs],
-            "contexts": [Jsonb({"data": run.context.get("data", {})}) for run in runs],
-            "at": self.now,
-        }
+        entries = [
+            [trigger, run.user_id, f"run:{run.id}:{run.visit}", {"data": run.context.get("data", {})}] for run in runs
+        ]
+        params = {"entries": Jsonb(entries), "at": self.now}
         await self.conn.execute(Q["enter"], params)
         for run in runs:
             self._go(run, key, "entered_journey", {"journey_id": str(step.journey_id)}, step.next)
@@ -547,17 +544,24 @@ class Advance:
             await self.conn.execute(
                 Q["save_runs"],
                 {
-                    "ids": [r.id for r in runs],
-                    "statuses": [r.status for r in runs],
-                    "steps": [r.step for r in runs],
-                    "visits": [r.visit for r in runs],
-                    "dues": [r.due_at for r in runs],
-                    "waits": [r.wait_event for r in runs],
-                    "contexts": [Jsonb(r.context) for r in runs],
-                    "attempts": [r.attempts for r in runs],
-                    "step_ats": [r.step_at for r in runs],
-                    "errors": [r.error for r in runs],
-                    "ended": [r.ended for r in runs],
+                    "runs": Jsonb(
+                        [
+                            {
+                                "id": r.id,
+                                "status": r.status,
+                                "step": r.step,
+                                "visit": r.visit,
+                                "due_at": r.due_at,
+                                "wait_event": r.wait_event,
+                                "context": r.context,
+                                "attempts": r.attempts,
+                                "step_at": r.step_at,
+                                "error": r.error,
+                                "ended": r.ended,
+                            }
+                            for r in runs
+                        ]
+                    ),
                     "now": self.now,
                 },
             )
@@ -569,14 +573,21 @@ async def record_steps(conn: AsyncConnection[Any], taken: Sequence[Taken]) -> No
     await conn.execute(
         Q["record_steps"],
         {
-            "run_ids": [t.run_id for t in taken],
-            "visits": [t.visit for t in taken],
-            "journey_ids": [t.journey_id for t in taken],
-            "versions": [t.version for t in taken],
-            "steps": [t.step for t in taken],
-            "outcomes": [t.outcome for t in taken],
-            "details": [None if t.detail is None else Jsonb(t.detail) for t in taken],
-            "ats": [t.at for t in taken],
+            "steps": Jsonb(
+                [
+                    {
+                        "run_id": t.run_id,
+                        "visit": t.visit,
+                        "journey_id": t.journey_id,
+                        "version": t.version,
+                        "step": t.step,
+                        "outcome": t.outcome,
+                        "detail": t.detail,
+                        "at": t.at,
+                    }
+                    for t in taken
+                ]
+            )
         },
     )
 
@@ -602,8 +613,7 @@ async def evaluate(
     statement = _predicate(orjson.dumps(rule.model_dump(mode="json", exclude_none=True, by_alias=True)).decode())
     params = {
         "project_id": project_id,
-        "users": [user_id for user_id, _ in rows],
-        "contexts": [Jsonb(context) for _, context in rows],
+        "rows": Jsonb([[user_id, context] for user_id, context in rows]),
         "now": now,
     }
     try:

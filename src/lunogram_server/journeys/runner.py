@@ -242,7 +242,7 @@ class Runner:
             due = await cursor.fetchall()
             if not due:
                 return 0
-            triggers, users, keys, contexts = [], [], [], []
+            entries: list[list[Any]] = []
             for trigger_id, schedule_id, occurrence, kind, user_id, organization_id, name, data in due:
                 if kind == "user" and user_id is not None:
                     targets = [user_id]
@@ -252,14 +252,12 @@ class Runner:
                 else:  # the schedule went (its entries would have gone with it): nothing to enter
                     targets = []
                 schedule = {"name": name, "data": data, "occurrence_at": occurrence.isoformat()}
+                context = {"schedule": schedule, "data": {"schedule": schedule}}
                 for target in targets:
-                    triggers.append(trigger_id)
-                    users.append(target)
-                    keys.append(f"schedule:{schedule_id}:{occurrence.isoformat()}:{target}")
-                    contexts.append(Jsonb({"schedule": schedule, "data": {"schedule": schedule}}))
-            if triggers:
-                params = {"triggers": triggers, "users": users, "keys": keys, "contexts": contexts, "at": now}
-                await conn.execute(Q["enter"], params)
+                    key = f"schedule:{schedule_id}:{occurrence.isoformat()}:{target}"
+                    entries.append([trigger_id, target, key, context])
+            if entries:
+                await conn.execute(Q["enter"], {"entries": Jsonb(entries), "at": now})
             await conn.execute(
                 Q["forget_schedule_entries"],
                 {
@@ -282,14 +280,8 @@ class Runner:
             )
             members = [user_id for (user_id,) in await cursor.fetchall()]
             if members:
-                params = {
-                    "triggers": [trigger_id] * len(members),
-                    "users": members,
-                    "keys": [f"backfill:{trigger_id}:{user_id}" for user_id in members],
-                    "contexts": [None] * len(members),
-                    "at": now,
-                }
-                await conn.execute(Q["enter"], params)
+                entries = [[trigger_id, user_id, f"backfill:{trigger_id}:{user_id}", None] for user_id in members]
+                await conn.execute(Q["enter"], {"entries": Jsonb(entries), "at": now})
             if len(members) < self.config.backfill_chunk:
                 await conn.execute(Q["backfill_done"], {"trigger_id": trigger_id})
             else:

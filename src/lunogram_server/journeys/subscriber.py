@@ -210,13 +210,7 @@ class JourneysSubscriber:
         if wanted:
             await conn.execute(
                 Q["enter"],
-                {
-                    "triggers": [w[0] for w in wanted],
-                    "users": [w[1] for w in wanted],
-                    "keys": [w[2] for w in wanted],
-                    "contexts": [Jsonb(w[3]) for w in wanted],
-                    "at": now,
-                },
+                {"entries": Jsonb([list(w) for w in wanted]), "at": now},
             )
 
     async def _with_organizations(

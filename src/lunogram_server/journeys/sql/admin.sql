@@ -174,8 +174,8 @@ SELECT entity_id FROM lunogram_resolve_user(%(project_id)s, %(identifiers)s, tru
 SELECT entity_id FROM lunogram_resolve_user(%(project_id)s, %(identifiers)s, false) ORDER BY entity_id LIMIT 1
 
 -- name: enter_one
-SELECT lunogram_journeys_enter(ARRAY[%(trigger)s::bigint], ARRAY[%(user)s::uuid], ARRAY[%(key)s::text],
-                               ARRAY[%(context)s::jsonb], %(at)s)
+SELECT lunogram_journeys_enter(jsonb_build_array(jsonb_build_array(%(trigger)s::bigint, %(user)s::uuid,
+                                                                   %(key)s::text, %(context)s::jsonb)), %(at)s)
 
 -- name: run_by_key
 SELECT id FROM journey_runs WHERE journey_id = %(id)s AND entry_key = %(key)s

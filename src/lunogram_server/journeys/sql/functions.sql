@@ -1,14 +1,15 @@
 -- Journeys: entering runs, and the reactions to other domains' changes (reactions.py). Installed (CREATE OR
 -- REPLACE) at every migrate.
 
--- Enter users through triggers (journey_triggers rows, entrances of live versions): p_users[i] through
--- p_triggers[i], keyed by p_keys[i] (one run per key and journey, ever: a replayed entry enters no one
--- twice), with context p_contexts[i]. The journey's re-entry policy decides: 'once' (never again),
+-- Enter users through triggers (journey_triggers rows, entrances of live versions): p_entries is a JSON
+-- array of [trigger, user, entry key, context] (one run per key and journey, ever: a replayed entry enters
+-- no one twice). The journey's re-entry policy decides: 'once' (never again),
 -- 'one_at_a_time' (not while a run is active: the unique index on active runs), 'always' (concurrent runs:
 -- each its own lane), 'cooldown' (not within cooldown_seconds of the last entry). Returns how many entered;
 -- the runners are woken (NOTIFY, delivered at commit).
-CREATE OR REPLACE FUNCTION lunogram_journeys_enter(
-    p_triggers bigint[], p_users uuid[], p_keys text[], p_contexts jsonb[], p_at timestamptz)
+-- (The entries once came as four parallel arrays: that overload goes.)
+DROP FUNCTION IF EXISTS lunogram_journeys_enter(bigint[], uuid[], text[], jsonb[], timestamptz);
+CREATE OR REPLACE FUNCTION lunogram_journeys_enter(p_entries jsonb, p_at timestamptz)
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
     v_count integer;
@@ -16,7 +17,9 @@ BEGIN
     WITH wanted AS (
         SELECT lunogram_new_id() AS run_id, t.project_id, t.journey_id, t.version, t.step AS entrance,
                t.next_step, c.user_id, c.entry_key, c.ctx, j.reentry, c.ord
-        FROM unnest(p_triggers, p_users, p_keys, p_contexts) WITH ORDINALITY AS c(trigger_id, user_id, entry_key, ctx, ord)
+        FROM (SELECT (e ->> 0)::bigint AS trigger_id, (e ->> 1)::uuid AS user_id, e ->> 2 AS entry_key,
+                     nullif(e -> 3, 'null'::jsonb) AS ctx, ord
+              FROM jsonb_array_elements(p_entries) WITH ORDINALITY AS x(e, ord)) AS c
         JOIN journey_triggers AS t ON t.id = c.trigger_id AND t.live
         JOIN journeys AS j ON j.id = t.journey_id AND j.status = 'live' AND j.live_version = t.version
         WHERE (j.reentry <> 'once'
@@ -105,9 +108,9 @@ BEGIN
         RETURN;
     END IF;
     PERFORM lunogram_journeys_enter(
-        array_agg(t.id ORDER BY c.ord, t.id), array_agg(c.user_id ORDER BY c.ord, t.id),
-        array_agg('list:' || c.change || ':' || p_list || ':' || c.user_id || ':' || p_at ORDER BY c.ord, t.id),
-        array_agg(NULL::jsonb ORDER BY c.ord, t.id), p_at)
+        jsonb_agg(jsonb_build_array(t.id, c.user_id, 'list:' || c.change || ':' || p_list || ':' || c.user_id || ':' || p_at,
+                                    NULL) ORDER BY c.ord, t.id),
+        p_at)
     FROM journey_triggers AS t
     JOIN unnest(p_users, p_changes) WITH ORDINALITY AS c(user_id, change, ord) ON c.change = t.list_change
     WHERE t.list_id = p_list AND t.kind = 'list' AND t.live

@@ -1,12 +1,16 @@
 -- Journeys: the runner, the event subscriber and the admin API (journeys/).
 
 -- name: evaluate
--- A journey rule (journeys/rules.py, `{predicate}`) for a batch of (user, run context) rows: the numbers of
--- the rows that match. `ev`, `og` and `rn` give the context's event, organization and run data the shape
--- of a profile (name, data), so the lists' property compiler serves them too.
+-- A journey rule (journeys/rules.py, `{predicate}`) for a batch of [user, run context] rows (one JSON array:
+-- psycopg's dumping of a jsonb[] parameter costs ~50 µs a row, orjson's of one document ~1): the numbers
+-- of the rows that match. `ev`, `og` and `rn` give the context's event, organization and run data the shape
+-- of a profile (name, data), so the lists' property compiler serves them too. Each row's user is looked up
+-- by id (LATERAL ... LIMIT 1 keeps the join a loop of index lookups: planned as a join, it hashed the whole
+-- project's users whenever their statistics lagged, 9.5 ms instead of 0.2 for a batch of 27).
 SELECT r.n
-FROM unnest(%(users)s::uuid[], %(contexts)s::jsonb[]) WITH ORDINALITY AS r(user_id, ctx, n)
-LEFT JOIN users AS u ON u.id = r.user_id AND u.project_id = %(project_id)s
+FROM (SELECT (x ->> 0)::uuid AS user_id, x -> 1 AS ctx, n
+      FROM jsonb_array_elements(%(rows)s) WITH ORDINALITY AS t(x, n)) AS r
+LEFT JOIN LATERAL (SELECT * FROM users WHERE id = r.user_id AND project_id = %(project_id)s LIMIT 1) AS u ON true
 CROSS JOIN LATERAL (SELECT r.ctx -> 'event' ->> 'name' AS name, r.ctx -> 'event' -> 'data' AS data) AS ev
 CROSS JOIN LATERAL (SELECT r.ctx -> 'organization' ->> 'name' AS name, r.ctx -> 'organization' -> 'data' AS data) AS og
 CROSS JOIN LATERAL (SELECT r.ctx -> 'data' AS data) AS rn
@@ -30,15 +34,15 @@ WHERE (journey_id, version) IN (SELECT * FROM unnest(%(journeys)s::uuid[], %(ver
 SELECT id, timezone, project_id FROM journeys WHERE id = ANY (%(ids)s::uuid[])
 
 -- name: save_runs
+-- The batch's runs, as one JSON array of their new state (one document: see evaluate).
 UPDATE journey_runs AS r
 SET status = v.status, step = v.step, visit = v.visit, due_at = v.due_at, wait_event = v.wait_event,
     context = v.context, attempts = v.attempts, step_at = v.step_at, error = v.error,
     ended_at = CASE WHEN v.ended THEN %(now)s END, updated_at = %(now)s
-FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(steps)s::text[], %(visits)s::int[], %(dues)s::timestamptz[],
-            %(waits)s::text[], %(contexts)s::jsonb[], %(attempts)s::int[], %(step_ats)s::timestamptz[],
-            %(errors)s::text[], %(ended)s::boolean[])
-     AS v(id, status, step, visit, due_at, wait_event, context, attempts, step_at, error, ended)
-WHERE r.id = v.id AND r.id = ANY (%(ids)s::uuid[])
+FROM jsonb_to_recordset(%(runs)s) AS v(id uuid, status text, step text, visit integer, due_at timestamptz,
+                                        wait_event text, context jsonb, attempts integer, step_at timestamptz,
+                                        error text, ended boolean)
+WHERE r.id = v.id
 
 -- name: fail_run
 -- A run that failed alone (its batch failed, then it did on its own): it ends, with the reason on record.
@@ -56,8 +60,9 @@ ON CONFLICT DO NOTHING
 
 -- name: record_steps
 INSERT INTO journey_steps_taken (run_id, visit, journey_id, version, step, outcome, detail, at)
-SELECT * FROM unnest(%(run_ids)s::uuid[], %(visits)s::int[], %(journey_ids)s::uuid[], %(versions)s::int[],
-                     %(steps)s::text[], %(outcomes)s::text[], %(details)s::jsonb[], %(ats)s::timestamptz[])
+SELECT run_id, visit, journey_id, version, step, outcome, detail, at
+FROM jsonb_to_recordset(%(steps)s) AS t(run_id uuid, visit integer, journey_id uuid, version integer, step text,
+                                        outcome text, detail jsonb, at timestamptz)
 ON CONFLICT DO NOTHING
 
 -- name: people
@@ -139,7 +144,8 @@ WHERE t.journey_id = %(journey_id)s AND j.project_id = %(project_id)s AND t.kind
 ORDER BY t.step LIMIT 1
 
 -- name: enter
-SELECT lunogram_journeys_enter(%(triggers)s::bigint[], %(users)s::uuid[], %(keys)s::text[], %(contexts)s::jsonb[], %(at)s)
+-- %(entries)s: [[trigger, user, entry key, context], ...]
+SELECT lunogram_journeys_enter(%(entries)s, %(at)s)
 
 -- name: queue_sends
 INSERT INTO message_outbox (project_id, user_id, run_id, visit, journey_id, step, channel, template_id, data)
