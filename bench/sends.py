@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/sends.py [--emails 20000] [--campaign 100000] [--sender-tasks 2]
                                     [--batch-size 500] [--connections 16] [--skip-emails] [--skip-campaign]
+                                    [--sink lean|aiosmtpd]
 
 Starts its own server on a fresh embedded PostgreSQL (one process: API, senders, campaign queuer) and an
-SMTP server (aiosmtpd) in this process on loopback; users are written with SQL beforehand, each with an
-email address and a name the template uses.
+SMTP server on loopback: bench/smtp_sink.py in its own process (`--sink aiosmtpd`: aiosmtpd in this
+process, as the tests use); users are written with SQL beforehand, each with an email address and a name
+the template uses. The CPU line names the server, PostgreSQL, the SMTP sink and this script ("bench")
+apart from the rest of the machine.
 
 1. Emails: `--emails` messages written straight into the outbox (as a journey's send step writes them),
    each rendered per user from a realistic template (Liquid, CSS inlined, a text part, tracked links).
@@ -20,8 +23,11 @@ Targets (2 cores): >= 1,000 emails/s; a 100,000-recipient campaign in < 120 s.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -41,6 +47,7 @@ from _harness import (
     project_id,
     seed_users,
 )
+from smtp_sink import stats as sink_stats
 
 TEMPLATE = """<html><head><style>
 body { font-family: Helvetica, Arial, sans-serif; color: #222; }
@@ -58,6 +65,15 @@ to spend.{% else %}Earn points with every order.{% endif %}</p>
 
 
 class Counter:
+    """What the SMTP server received: messages, and distinct Message-IDs."""
+
+    def received(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+class InProcessCounter(Counter):
+    """aiosmtpd in this process (a handler)."""
+
     def __init__(self) -> None:
         self.count = 0
         self.message_ids: set[str] = set()
@@ -74,6 +90,20 @@ class Counter:
             self.count += 1
             self.message_ids.add(message_id)
         return "250 OK"
+
+    def received(self) -> tuple[int, int]:
+        with self.lock:
+            return self.count, len(self.message_ids)
+
+
+class SinkCounter(Counter):
+    """bench/smtp_sink.py in its own process: asked over SMTP (XSTATS)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def received(self) -> tuple[int, int]:
+        return asyncio.run(sink_stats(self.port))
 
 
 def _api(server: BenchServer) -> httpx.Client:
@@ -143,7 +173,7 @@ def emails(
         (project,),
     )
     meter = CpuMeter(server.pids)
-    before = counter.count
+    before, _ = counter.received()
     started = time.monotonic()
     conn.execute(
         "INSERT INTO message_outbox (project_id, user_id, channel, template_id, data)"
@@ -154,7 +184,7 @@ def emails(
     first, last = wait_sent(conn, "template_id = %(t)s AND campaign_id IS NULL", {"t": template_id}, args.emails)
     wall = time.monotonic() - started
     print(meter.report())
-    sent = counter.count - before
+    sent = counter.received()[0] - before
     span = (last - first).total_seconds()
     print(
         f"1. {sent:,} emails rendered and sent in {span:.2f} s (first to last send): {sent / span:,.0f} emails/s; "
@@ -195,8 +225,7 @@ def campaign(
         )
         made.raise_for_status()
         cid = made.json()["id"]
-        before = counter.count
-        before_ids = len(counter.message_ids)
+        before, before_ids = counter.received()
         meter = CpuMeter(server.pids)
         started = time.monotonic()
         api.post(f"/admin/campaigns/{cid}/schedule").raise_for_status()
@@ -207,8 +236,9 @@ def campaign(
             time.sleep(0.5)
         seconds = time.monotonic() - started
     print(meter.report())
-    received = counter.count - before
-    distinct = len(counter.message_ids) - before_ids
+    received, distinct = counter.received()
+    received -= before
+    distinct -= before_ids
     print(
         f"2. campaign to {detail['progress']['recipients']:,} recipients: done in {seconds:.1f} s "
         f"({detail['stats']['sent'] / seconds:,.0f} emails/s); statistics sent {detail['stats']['sent']:,}, "
@@ -227,12 +257,26 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--skip-emails", action="store_true")
     parser.add_argument("--skip-campaign", action="store_true")
+    parser.add_argument("--sink", choices=["lean", "aiosmtpd"], default="lean")
     args = parser.parse_args()
     print(machine_speed(), "|", load_average())
-    counter = Counter()
-    port = free_port()
-    controller = Controller(counter, hostname="127.0.0.1", port=port)
-    controller.start()
+    counter: Counter
+    roots = {"bench": os.getpid()}
+    if args.sink == "aiosmtpd":
+        counter = InProcessCounter()
+        port = free_port()
+        controller: Controller | None = Controller(counter, hostname="127.0.0.1", port=port)
+        assert controller is not None
+        controller.start()
+        sink = None
+    else:
+        controller = None
+        here = os.path.dirname(os.path.abspath(__file__))
+        sink = subprocess.Popen([sys.executable, os.path.join(here, "smtp_sink.py")], stdout=subprocess.PIPE, text=True)
+        assert sink.stdout is not None
+        port = int(sink.stdout.readline().split()[1])
+        counter = SinkCounter(port)
+        roots["smtp sink"] = sink.pid
     env = {
         "LUNOGRAM_SENDER_TASKS": str(args.sender_tasks),
         "LUNOGRAM_SEND_BATCH_SIZE": str(args.batch_size),
@@ -241,13 +285,18 @@ def main() -> None:
     }
     try:
         with bench_server(env) as server, psycopg.connect(server.database_url or "", autocommit=True) as conn:
+            server.pids.update(roots)
             template_id = setup(server, port, args.connections)
             if not args.skip_emails:
                 emails(server, conn, args, template_id, counter, 0)
             if not args.skip_campaign:
                 campaign(server, conn, args, template_id, counter, args.emails)
     finally:
-        controller.stop()
+        if controller is not None:
+            controller.stop()
+        if sink is not None:
+            sink.terminate()
+            sink.wait(10)
     print(machine_speed(), "|", datetime.now(UTC).isoformat(timespec="seconds"))
 
 

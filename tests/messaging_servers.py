@@ -1148,11 +1148,13 @@ class _H2Protocol(asyncio.Protocol):
 
 class SmtpServer:
     """aiosmtpd on 127.0.0.1: `security` "none" (plain), "starttls" or "tls" (implicit); with `users`, AUTH
-    PLAIN/LOGIN is required and checked (a bad login gets 535, not a hang)."""
+    PLAIN/LOGIN is required and checked (a bad login gets 535, not a hang). With `pipelining` it offers
+    PIPELINING (RFC 2920; aiosmtpd reads commands one line at a time, so it takes them pipelined as well)."""
 
-    def __init__(self, *, security: str = "none", users: dict[str, str] | None = None) -> None:
+    def __init__(self, *, security: str = "none", users: dict[str, str] | None = None, pipelining: bool = True) -> None:
         self.security = security
         self.users = users
+        self.pipelining = pipelining
         self.messages: Recorder[ReceivedEmail] = Recorder()
         self.rejected: set[str] = set()  # recipients refused with 550 at RCPT
         self.sessions = 0  # connections that said EHLO
@@ -1184,6 +1186,8 @@ class SmtpServer:
                 with outer._lock:
                     outer.sessions += 1
                 session.host_name = hostname  # type: ignore[attr-defined]
+                if outer.pipelining and len(responses) > 1:
+                    responses.insert(1, "250-PIPELINING")
                 return responses
 
             async def handle_RCPT(

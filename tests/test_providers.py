@@ -207,8 +207,9 @@ async def test_smtp_bad_password_is_a_failed_outcome_not_a_hang() -> None:
         assert len(server.messages) == 0
 
 
-async def test_smtp_answers_map_to_outcomes() -> None:
-    with SmtpServer() as server:
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_smtp_answers_map_to_outcomes(pipelining: bool) -> None:
+    with SmtpServer(pipelining=pipelining) as server:
         provider = smtp_provider(server)
         try:
             server.rejected.add("gone@example.com")

@@ -121,6 +121,26 @@ def _header_value(value: str) -> str:
     return value if value.isascii() else _encoded_words(value)
 
 
+_FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+
+
+def _folded(name: str, value: str) -> str:
+    """`Name: value`, folded at spaces to lines of at most 78 characters where the words allow, as the
+    email package folds it: a first word too long for the first line starts the second (a long
+    List-Unsubscribe URL). Encoded words come folded already."""
+    line = f"{name}: {value}"
+    if len(line) <= _FOLD_AT or "=?utf-8?" in value:
+        return line
+    lines, current = [], f"{name}:"
+    for word in value.split(" "):
+        if word and len(current) + 1 + len(word) > _FOLD_AT:
+            lines.append(current)
+            current = ""
+        current += " " + word
+    lines.append(current)
+    return "\r\n".join(lines)
+
+
 def _address(name: str | None, address: str) -> str:
     if not name:
         return address
@@ -153,7 +173,7 @@ def to_bytes(mail: Email, message_id: str) -> bytes:
     head.append(f"Message-ID: {mail.message_id(message_id)}")
     head.append(f"Date: {email.utils.formatdate(localtime=False)}")
     head.append("MIME-Version: 1.0")
-    head += [f"{name}: {_header_value(value)}" for name, value in mail.headers.items()]
+    head += [_folded(name, _header_value(value)) for name, value in mail.headers.items()]
     if mail.text is not None and mail.html is not None:
         boundary = f"=_lunogram_{secrets.token_hex(12)}"
         head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
