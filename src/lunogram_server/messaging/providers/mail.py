@@ -125,14 +125,15 @@ _FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
 
 
 def _folded(name: str, value: str) -> str:
-    """`Name: value`, folded at spaces to lines of at most 78 characters where the words allow, as the
-    email package folds it: a first word too long for the first line starts the second (a long
-    List-Unsubscribe URL). Encoded words come folded already."""
+    """`Name: value`, folded at spaces to lines of at most 78 characters where the words allow. The first
+    word stays on the name's line however long (a List-Unsubscribe URL): folded before it, some readers
+    keep the fold's space in the value. Encoded words come folded already."""
     line = f"{name}: {value}"
     if len(line) <= _FOLD_AT or "=?utf-8?" in value:
         return line
-    lines, current = [], f"{name}:"
-    for word in value.split(" "):
+    first, *rest = value.split(" ")
+    lines, current = [], f"{name}: {first}"
+    for word in rest:
         if word and len(current) + 1 + len(word) > _FOLD_AT:
             lines.append(current)
             current = ""
