@@ -350,30 +350,24 @@ class Sender:
     async def _write_decisions(self, conn: AsyncConnection[Any], decisions: Decisions, now: datetime) -> None:
         if decisions.ready:
             lease = now + timedelta(seconds=self.config.lease_seconds)
-            await conn.execute(
-                Q["mark_sending"],
+            messages = [
                 {
-                    "ids": [r.claimed.id for r in decisions.ready],
-                    "addresses": [r.to for r in decisions.ready],
-                    "locales": [None for _ in decisions.ready],
-                    "groups": [r.claimed.group_id for r in decisions.ready],
-                    "marketing": [r.claimed.marketing for r in decisions.ready],
-                    "providers": [r.sends[0][0].id for r in decisions.ready],
-                    "lease": lease,
-                    "now": now,
-                },
-            )
+                    "id": r.claimed.id,
+                    "to_address": r.to,
+                    "locale": None,
+                    "group_id": r.claimed.group_id,
+                    "marketing": r.claimed.marketing,
+                    "provider_id": r.sends[0][0].id,
+                }
+                for r in decisions.ready
+            ]
+            await conn.execute(Q["mark_sending"], {"messages": Jsonb(messages), "lease": lease, "now": now})
         if decisions.settled:
-            await conn.execute(
-                Q["settle"],
-                {
-                    "ids": [s[0] for s in decisions.settled],
-                    "statuses": [s[1] for s in decisions.settled],
-                    "reasons": [s[2] for s in decisions.settled],
-                    "next_ats": [s[3] for s in decisions.settled],
-                    "now": now,
-                },
-            )
+            settled = [
+                {"id": mid, "status": status, "reason": reason, "next_at": next_at}
+                for mid, status, reason, next_at in decisions.settled
+            ]
+            await conn.execute(Q["settle"], {"messages": Jsonb(settled), "now": now})
         if decisions.delivered:  # inbox: sent at once (it is our own store), as a provider's `sent` is
             await conn.execute(Q["delivered_in_place"], {"ids": [m.id for m in decisions.delivered], "now": now})
             decisions.events += [(m.id, m.project_id, "sent", {"inbox": True}) for m in decisions.delivered]
@@ -447,19 +441,19 @@ class Sender:
                     if message.channel in ("email", "sms", "whatsapp"):
                         suppress.append((message.project_id, message.channel, ready.to, "hard_bounce", message.id))
         async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                Q["record"],
+            answers = [
                 {
-                    "ids": [r[0] for r in rows],
-                    "attempts": [r[1] for r in rows],
-                    "statuses": [r[2] for r in rows],
-                    "next_ats": [r[3] for r in rows],
-                    "provider_message_ids": [r[4] for r in rows],
-                    "reasons": [r[5] for r in rows],
-                    "bounced": [r[6] for r in rows],
-                    "now": now,
-                },
-            )
+                    "id": r[0],
+                    "attempts": r[1],
+                    "status": r[2],
+                    "next_at": r[3],
+                    "provider_message_id": r[4],
+                    "reason": r[5],
+                    "bounced": r[6],
+                }
+                for r in rows
+            ]
+            cursor = await conn.execute(Q["record"], {"answers": Jsonb(answers), "now": now})
             recorded = {message_id for (message_id,) in await cursor.fetchall()}
             await log_events(conn, [e for e in events if e[0] in recorded], now)
             await emit(conn, [e for e in emitted if e[0] in recorded])
@@ -711,36 +705,13 @@ async def log_events(
 ) -> None:
     if not events:
         return
-    await conn.execute(
-        Q["log_events"],
-        {
-            "ids": [e[0] for e in events],
-            "projects": [e[1] for e in events],
-            "kinds": [e[2] for e in events],
-            "details": [None if e[3] is None else Jsonb(e[3]) for e in events],
-            "ats": [at] * len(events),
-        },
-    )
+    rows = [{"message_id": e[0], "project_id": e[1], "kind": e[2], "detail": e[3]} for e in events]
+    await conn.execute(Q["log_events"], {"events": Jsonb(rows), "at": at})
 
 
 async def emit(conn: AsyncConnection[Any], emitted: Sequence[tuple[UUID, str, dict[str, Any]]]) -> None:
     """`message.<kind>` events into the pipeline for these messages, with what they were about."""
     if not emitted:
         return
-    cursor = await conn.execute(Q["facts"], {"ids": list({e[0] for e in emitted})})
-    facts = {}
-    for mid, _, _, channel, template_id, journey_id, step, campaign_id, run_id, _, _ in await cursor.fetchall():
-        facts[mid] = {
-            "message_id": str(mid),
-            "channel": channel,
-            "template_id": None if template_id is None else str(template_id),
-            "journey_id": None if journey_id is None else str(journey_id),
-            "step": step,
-            "campaign_id": None if campaign_id is None else str(campaign_id),
-            "run_id": None if run_id is None else str(run_id),
-        }
-    rows = [(mid, kind, {**facts[mid], **extra}) for mid, kind, extra in emitted if mid in facts]
-    await conn.execute(
-        Q["emit"],
-        {"ids": [r[0] for r in rows], "kinds": [r[1] for r in rows], "datas": [Jsonb(r[2]) for r in rows]},
-    )
+    rows = [{"id": mid, "kind": kind, "data": extra} for mid, kind, extra in emitted]
+    await conn.execute(Q["emit"], {"events": Jsonb(rows)})

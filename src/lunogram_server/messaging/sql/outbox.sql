@@ -42,14 +42,17 @@ WHERE user_id = ANY (%(users)s::uuid[]) AND channel = %(channel)s AND marketing 
 GROUP BY user_id
 
 -- name: mark_sending
--- Claimed messages about to be sent: `sending` under a lease until `next_attempt_at`.
+-- Claimed messages about to be sent: `sending` under a lease until `next_attempt_at`. The batch comes as one
+-- JSON document (`messages`: [{id, to_address, locale, group_id, marketing, provider_id}]), here and in the
+-- other writes of the senders: psycopg's dumping of typed arrays cost more CPU than the sends themselves
+-- (bench/sends.py, docs/performance.md).
 UPDATE message_outbox AS m
 SET status = 'sending', attempts = m.attempts + 1, next_attempt_at = %(lease)s, to_address = v.to_address,
     locale = v.locale, group_id = v.group_id, marketing = v.marketing, provider_id = v.provider_id,
     updated_at = %(now)s
-FROM unnest(%(ids)s::uuid[], %(addresses)s::text[], %(locales)s::text[], %(groups)s::uuid[],
-            %(marketing)s::boolean[], %(providers)s::uuid[]) AS v(id, to_address, locale, group_id, marketing, provider_id)
-WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[])
+FROM jsonb_to_recordset(%(messages)s) AS v(id uuid, to_address text, locale text, group_id uuid, marketing boolean,
+                                           provider_id uuid)
+WHERE m.id = v.id
 
 -- name: settle
 -- Messages that end without a send (skipped: unsubscribed, suppressed, over a cap, no address; failed:
@@ -58,9 +61,8 @@ UPDATE message_outbox AS m
 SET status = v.status, reason = v.reason, next_attempt_at = coalesce(v.next_at, m.next_attempt_at),
     deferrals = m.deferrals + (v.next_at IS NOT NULL)::int,
     failed_at = CASE WHEN v.status = 'failed' THEN %(now)s ELSE m.failed_at END, updated_at = %(now)s
-FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(reasons)s::text[], %(next_ats)s::timestamptz[])
-     AS v(id, status, reason, next_at)
-WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[])
+FROM jsonb_to_recordset(%(messages)s) AS v(id uuid, status text, reason text, next_at timestamptz)
+WHERE m.id = v.id
 
 -- name: record
 -- A provider's answers, each for the attempt it answers (`attempts` as marked): a late answer of an attempt
@@ -74,27 +76,33 @@ SET status = v.status,
     failed_at = CASE WHEN v.status = 'failed' THEN %(now)s ELSE m.failed_at END,
     bounced_at = CASE WHEN v.bounced THEN coalesce(m.bounced_at, %(now)s) ELSE m.bounced_at END,
     updated_at = %(now)s
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(next_ats)s::timestamptz[],
-            %(provider_message_ids)s::text[], %(reasons)s::text[], %(bounced)s::boolean[])
-     AS v(id, attempts, status, next_at, provider_message_id, reason, bounced)
-WHERE m.id = v.id AND m.id = ANY (%(ids)s::uuid[]) AND m.status = 'sending' AND m.attempts = v.attempts
+FROM jsonb_to_recordset(%(answers)s) AS v(id uuid, attempts integer, status text, next_at timestamptz,
+                                          provider_message_id text, reason text, bounced boolean)
+WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
 RETURNING m.id
 
 -- name: log_events
+-- `events`: [{message_id, project_id, kind, detail}], all at `at`.
 INSERT INTO message_events (message_id, project_id, kind, detail, at)
-SELECT * FROM unnest(%(ids)s::uuid[], %(projects)s::uuid[], %(kinds)s::text[], %(details)s::jsonb[],
-                     %(ats)s::timestamptz[])
+SELECT message_id, project_id, kind, detail, %(at)s
+FROM jsonb_to_recordset(%(events)s) AS e(message_id uuid, project_id uuid, kind text, detail jsonb)
 
 -- name: emit
 -- `message.<kind>` user events into the event pipeline, so journeys and lists react (a wait for
 -- message.opened, a list of users who clicked). Named by the user's identifiers, as ingest does.
+-- `events`: [{id, kind, data}]; each event's data is what the message was about (its id, channel, template,
+-- journey, step, campaign, run) with the event's own `data` over it.
 WITH targets AS (
-    SELECT m.project_id, e.kind, e.data,
+    SELECT m.project_id, e.kind,
+           jsonb_build_object('message_id', m.id::text, 'channel', m.channel, 'template_id', m.template_id,
+                              'journey_id', m.journey_id, 'step', m.step, 'campaign_id', m.campaign_id,
+                              'run_id', m.run_id) || e.data AS data,
            (SELECT jsonb_agg(jsonb_build_object('source', i.source, 'external_id', i.external_id)
                              ORDER BY i.created_at, i.id)
             FROM user_identifiers AS i WHERE i.user_id = m.user_id) AS identifiers,
            e.n
-    FROM unnest(%(ids)s::uuid[], %(kinds)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(id, kind, data, n)
+    FROM ROWS FROM (jsonb_to_recordset(%(events)s) AS (id uuid, kind text, data jsonb)) WITH ORDINALITY
+         AS e(id, kind, data, n)
     JOIN message_outbox AS m ON m.id = e.id
 )
 INSERT INTO event_inbox (project_id, kind, partition, name, data, identifiers)
@@ -110,11 +118,6 @@ INSERT INTO suppressions (project_id, channel, address, reason, message_id)
 SELECT * FROM unnest(%(projects)s::uuid[], %(channels)s::text[], %(addresses)s::text[], %(reasons)s::text[],
                      %(ids)s::uuid[])
 ON CONFLICT DO NOTHING
-
--- name: facts
--- What events about a message say: its project, user, channel, template and where it came from.
-SELECT id, project_id, user_id, channel, template_id, journey_id, step, campaign_id, run_id, group_id, to_address
-FROM message_outbox WHERE id = ANY (%(ids)s::uuid[])
 
 -- name: queue_one
 -- The transactional API: one message now, once per send key.
