@@ -46,7 +46,7 @@ class Links:
 
     def token(self, purpose: str, payload: dict[str, Any]) -> str:
         body = orjson.dumps(payload)
-        mac = hmac.new(self.key, purpose.encode() + b"\x00" + body, hashlib.sha256).digest()[:MAC_BYTES]
+        mac = hmac.digest(self.key, purpose.encode() + b"\x00" + body, "sha256")[:MAC_BYTES]  # one call into C
         return f"{_b64(body)}.{_b64(mac)}"
 
     def read(self, purpose: str, token: str) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class Sender:
             to_render.append((message, template, person.context_user(), targets, address))
         jobs = [(t, u.locale, self._context(links, m, u), snippets[m.project_id]) for m, t, u, _, _ in to_render]
         rendered = await _render_all(jobs)
-        for (message, _, _, targets, address), result in zip(to_render, rendered, strict=True):
+        for (message, _, _, targets, address), job, result in zip(to_render, jobs, rendered, strict=True):
             if isinstance(result, RenderError):
                 decisions.settle(message, "failed", f"template: {result}")
                 continue
@@ -332,7 +332,7 @@ class Sender:
             sends = []
             for provider, device in targets:
                 assert provider is not None  # only the inbox goes without one
-                sends.append((provider, _message(message, result, address, links, device)))
+                sends.append((provider, _message(message, result, address, links, device, job[2]["unsubscribe_url"])))
             decisions.ready.append(Ready(message, message.attempts + 1, sends))
         return decisions
 
@@ -656,12 +656,14 @@ def _tracked(html: str, message_id: UUID, links: Links) -> str:
     return tracked[:at] + pixel + tracked[at:] if at >= 0 else tracked + pixel
 
 
-def _message(claimed: Claimed, rendered: Rendered, address: str, links: Links, device: Device | None) -> Message:
+def _message(
+    claimed: Claimed, rendered: Rendered, address: str, links: Links, device: Device | None, unsubscribe: str
+) -> Message:
+    """`unsubscribe`: the message's unsubscribe URL, as its template saw it (signed once: an HMAC each)."""
     mid = str(claimed.id)
     if isinstance(rendered, RenderedEmail):
         headers = {}
         if claimed.marketing:  # RFC 8058 one-click unsubscribe; transactional mail cannot be left
-            unsubscribe = links.unsubscribe_url(claimed.project_id, claimed.user_id, claimed.group_id, claimed.id)
             headers = {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         return Message(
             id=mid,
