@@ -65,8 +65,12 @@ def test_the_fast_builder_makes_the_message_the_email_package_makes(
     sender = fast["From"].addresses[0]
     assert sender.addr_spec == "news@shop.example"
     assert _words(sender.display_name) == _words(name or "")
-    for header in ("To", "Reply-To", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"):
+    for header in ("To", "Reply-To", "Message-ID", "List-Unsubscribe-Post"):
         assert str(fast[header]) == str(slow[header]), header
+    # the email package folds before a first word too long for the header's line, and its parser then
+    # keeps the fold's space in the value (' <https://...>'); the fast builder keeps the word on the line
+    assert str(fast["List-Unsubscribe"]) == f"<{unsubscribe}>"
+    assert str(slow["List-Unsubscribe"]).lstrip() == f"<{unsubscribe}>"
     # parts: the text given (line ends as the reader's), as the email package's message has them
     for kind, sent in (("plain", text), ("html", html)):
         got = content(fast, kind)
