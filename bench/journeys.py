@@ -281,12 +281,14 @@ def main() -> None:
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--runner-tasks", type=int, default=2, help="LUNOGRAM_JOURNEY_RUNNER_TASKS of the server")
     parser.add_argument("--batch-size", type=int, default=1000, help="LUNOGRAM_JOURNEY_BATCH_SIZE of the server")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE", help="more server settings")
     args = parser.parse_args()
     print(machine_speed(), "|", load_average())
     env = {
         "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2",
         "LUNOGRAM_JOURNEY_RUNNER_TASKS": str(args.runner_tasks),
         "LUNOGRAM_JOURNEY_BATCH_SIZE": str(args.batch_size),
+        **dict(item.split("=", 1) for item in args.server_env),
     }
     with bench_server(env) as server, psycopg.connect(server.database_url or "", autocommit=True) as conn:
         offset = 0

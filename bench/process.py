@@ -1,7 +1,7 @@
 """Event worker throughput: a backlog of identifier events in the inbox, drained by in-process workers.
 
     .venv/bin/python bench/process.py [--events 1000000] [--users 100000] [--workers 1] [--processes 1]
-                                      [--new-users] [--batch-size 500] [--partitions-per-claim 8] [--breakdown]
+                                      [--new-users] [--batch-size 500] [--partitions-per-claim 32] [--breakdown]
 
 Starts its own server on a fresh embedded PostgreSQL (its event workers off; it only provides the database,
 migrated and bootstrapped) or uses LUNOGRAM_BENCH_URL + LUNOGRAM_BENCH_KEY + LUNOGRAM_BENCH_DATABASE_URL.
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="processes the tasks are spread over")
     parser.add_argument("--new-users", action="store_true", help="users do not exist yet: measure creation")
     parser.add_argument("--batch-size", type=int, default=None, help="LUNOGRAM_EVENT_BATCH_SIZE (default 500)")
-    parser.add_argument("--partitions-per-claim", type=int, default=None, help="default 8")
+    parser.add_argument("--partitions-per-claim", type=int, default=None, help="default 32")
     parser.add_argument("--breakdown", action="store_true", help="time each query the workers run")
     args = parser.parse_args()
     settings = {

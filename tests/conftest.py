@@ -16,9 +16,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from helpers import PUBLIC_KEY, SECRET_KEY, PgCluster, Server, free_port, uid
 from lunogram_server.db.embedded import EmbeddedPostgres
+
+# The property tests assert results, never speed: on two cores shared with the servers of other test workers a
+# draw can take seconds, which Hypothesis would report as a failure of its own (too_slow, deadline).
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
