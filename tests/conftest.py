@@ -111,3 +111,20 @@ def b(other: Server) -> Iterator[httpx.Client]:
     """Project B's secret key on its own server."""
     with other.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def console_server(server_factory: Callable[..., Server]) -> Server:
+    """One server for the console's tests (browser and HTTP): its own database, so its banner carries the
+    first-owner link; `console_owner` uses that link once."""
+    return server_factory(extra_env={"LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2", "LUNOGRAM_SEND_POLL_SECONDS": "0.2"})
+
+
+@pytest.fixture(scope="session")
+def console_owner(console_server: Server) -> Iterator[Any]:
+    """The first owner of `console_server`, signed in (console_helpers.Console)."""
+    from console_helpers import create_owner
+
+    owner = create_owner(console_server)
+    yield owner
+    owner.close()

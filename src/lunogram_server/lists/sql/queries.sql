@@ -86,3 +86,9 @@ SELECT lunogram_list_remove(%(project_id)s, %(list_id)s, ARRAY(
     SELECT DISTINCT r.entity_id
     FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
          LATERAL lunogram_resolve_user(%(project_id)s, t.ids, false) AS r));
+
+-- name: preview_count
+-- Users a rule matches now (the list page's live count while a rule is edited), at most %(cap)s.
+SELECT count(*) FROM (
+    SELECT 1 FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate} LIMIT %(cap)s
+) AS matching;
