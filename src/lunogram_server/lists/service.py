@@ -171,7 +171,9 @@ async def members(conn: AsyncConnection[Any], list_id: UUID, limit: int, before:
     return str(await fetch_scalar(conn, Q["members_page"], params))
 
 
-async def of_user(conn: AsyncConnection[Any], project_id: UUID, user_id: UUID, limit: int = 200) -> list[dict[str, Any]]:
+async def of_user(
+    conn: AsyncConnection[Any], project_id: UUID, user_id: UUID, limit: int = 200
+) -> list[dict[str, Any]]:
     """The lists the user is in (id, name, kind, joined_at), newest membership first."""
     cursor = await conn.execute(Q["lists_of_user"], {"project_id": project_id, "user_id": user_id, "limit": limit})
     return [{"id": i, "name": n, "kind": k, "joined_at": at} for i, n, k, at in await cursor.fetchall()]

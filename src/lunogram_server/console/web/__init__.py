@@ -6,10 +6,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from lunogram_server.console.web import auth, events, lists, overview, people
+from lunogram_server.console.web import auth, events, journeys, lists, messaging, overview, people, settings
 from lunogram_server.console.web.base import ConsoleHeaders, Forbidden, LoginRequired, render
 
-PAGES = [auth, overview, people, events, lists]
+PAGES = [auth, overview, people, events, lists, journeys, messaging, settings]
 
 
 class _Static(StaticFiles):

@@ -9,9 +9,9 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from fastapi import APIRouter, Query, Request
 from psycopg import errors
 from pydantic import TypeAdapter
-from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -73,7 +73,9 @@ async def create_static(request: Request, session: Signed) -> Response:
 @router.get("/lists/new")
 async def new_rule_list(request: Request, session: Signed) -> Response:
     all_lists = await _project_lists(request, project_of(session))
-    return await page(request, "list_new.html", name="", error=None, **_builder_context(rulebuilder.default_tree(), all_lists))
+    return await page(
+        request, "list_new.html", name="", error=None, **_builder_context(rulebuilder.default_tree(), all_lists)
+    )
 
 
 @router.post("/lists/builder")
@@ -98,7 +100,9 @@ async def count(request: Request, session: Signed) -> Response:
     own = field(form, "list_id") or None
     async with request.app.state.pool.connection() as conn:
         try:
-            counted = await lists.preview(conn, project_of(session), _NODE.validate_python(rule), UUID(own) if own else None)
+            counted = await lists.preview(
+                conn, project_of(session), _NODE.validate_python(rule), UUID(own) if own else None
+            )
         except lists.RuleError as exc:
             return partial("list_count.html", count=None, capped=False, error=str(exc))
     return partial("list_count.html", count=counted["count"], capped=counted["capped"], error=None)
@@ -141,7 +145,9 @@ async def create_rule_list(request: Request, session: Signed) -> Response:
 
 
 @router.get("/lists/{list_id}")
-async def list_page(request: Request, session: Signed, list_id: UUID, cursor: str | None = Query(None, max_length=100)) -> Response:
+async def list_page(
+    request: Request, session: Signed, list_id: UUID, cursor: str | None = Query(None, max_length=100)
+) -> Response:
     project_id = project_of(session)
     async with request.app.state.pool.connection() as conn:
         text = await lists.detail(conn, project_id, list_id)
@@ -150,7 +156,9 @@ async def list_page(request: Request, session: Signed, list_id: UUID, cursor: st
         found = orjson.loads(text)
         before = _cursor(cursor)
         members = orjson.loads(await lists.members(conn, list_id, MEMBERS_PAGE, before))
-        recent_imports = orjson.loads(await imports.recent(conn, project_id, list_id)) if found["kind"] == "static" else []
+        recent_imports = (
+            orjson.loads(await imports.recent(conn, project_id, list_id)) if found["kind"] == "static" else []
+        )
     context: dict[str, Any] = {"list": found, "members": members, "imports": recent_imports, "error": None}
     if found["kind"] == "rule":
         all_lists = await _project_lists(request, project_id)
@@ -207,7 +215,9 @@ async def delete(request: Request, session: Signed, list_id: UUID) -> Response:
         try:
             await lists.delete(conn, project_of(session), list_id)
         except errors.ForeignKeyViolation:  # a campaign still uses it
-            return redirect(request, f"/console/lists/{list_id}", "a campaign uses this list; it cannot be deleted", error=True)
+            return redirect(
+                request, f"/console/lists/{list_id}", "a campaign uses this list; it cannot be deleted", error=True
+            )
     return redirect(request, "/console/lists", "list deleted")
 
 
@@ -253,7 +263,9 @@ async def import_csv(request: Request, session: Signed, list_id: UUID) -> Respon
         if await lists.kind_of(conn, project_of(session), list_id) != "static":
             return redirect(request, f"/console/lists/{list_id}", "import into a static list", error=True)
         made = orjson.loads(await imports.create(conn, project_of(session), list_id, parsed))
-    return redirect(request, f"/console/lists/{list_id}#import-{made['id']}", f"import of {made['total_rows']} row(s) queued")
+    return redirect(
+        request, f"/console/lists/{list_id}#import-{made['id']}", f"import of {made['total_rows']} row(s) queued"
+    )
 
 
 @router.get("/lists/{list_id}/imports/{import_id}")

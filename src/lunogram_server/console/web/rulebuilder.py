@@ -34,8 +34,16 @@ def blank(kind: str) -> dict[str, Any]:
     if kind == "group":
         return {"type": "all", "rules": [blank("property")]}
     if kind == "event":
-        return {"type": "event", "name": "", "did": "true", "where": [], "count_op": "", "count_value": "",
-                "within_value": "", "within_unit": "days"}
+        return {
+            "type": "event",
+            "name": "",
+            "did": "true",
+            "where": [],
+            "count_op": "",
+            "count_value": "",
+            "within_value": "",
+            "within_unit": "days",
+        }
     if kind == "organization":
         return {"type": "organization", "where": [blank("property")]}
     if kind == "list":
@@ -162,7 +170,11 @@ def _node(node: dict[str, Any]) -> dict[str, Any]:
     if kind == "organization":
         return {"type": "organization", "where": [_property(w, OPS) for w in node.get("where", [])]}
     if kind == "list":
-        return {"type": "list", "list_id": str(node.get("list_id", "")), "member": node.get("member", "true") != "false"}
+        return {
+            "type": "list",
+            "list_id": str(node.get("list_id", "")),
+            "member": node.get("member", "true") != "false",
+        }
     return _property(node, OPS)
 
 
@@ -224,7 +236,11 @@ def _from_rule(rule: dict[str, Any]) -> dict[str, Any]:
     if kind == "organization":
         return {"type": "organization", "where": [_from_rule(w) for w in rule.get("where", [])]}
     if kind == "list":
-        return {"type": "list", "list_id": rule.get("list_id", ""), "member": "true" if rule.get("member", True) else "false"}
+        return {
+            "type": "list",
+            "list_id": rule.get("list_id", ""),
+            "member": "true" if rule.get("member", True) else "false",
+        }
     node = blank("property")
     node.update(path=rule.get("path", ""), op=rule.get("op", "equals"))
     if "window" in rule:
