@@ -4,7 +4,7 @@
 -- name: record_names
 -- One row per (project, kind, name) of the batch, into this worker connection's shard (see the migration).
 INSERT INTO event_name_stats AS s (project_id, kind, name, shard, count, first_seen_at, last_seen_at, sample)
-SELECT x.project_id, x.kind, x.name, (pg_backend_pid() % 64)::smallint, x.count, now(), now(), x.sample
+SELECT x.project_id, x.kind, x.name, mod(pg_backend_pid(), 64)::smallint, x.count, now(), now(), x.sample
 FROM unnest(%(projects)s::uuid[], %(kinds)s::text[], %(names)s::text[], %(counts)s::bigint[], %(samples)s::jsonb[])
     AS x (project_id, kind, name, count, sample)
 ON CONFLICT (project_id, kind, name, shard) DO UPDATE
@@ -14,7 +14,7 @@ SET count = s.count + excluded.count, last_seen_at = excluded.last_seen_at,
 -- name: record_minutes
 -- Accepted per minute of acceptance, processed in the current minute.
 INSERT INTO event_minute_stats AS s (project_id, minute, shard, accepted, processed)
-SELECT x.project_id, coalesce(x.minute, date_trunc('minute', now())), (pg_backend_pid() % 64)::smallint,
+SELECT x.project_id, coalesce(x.minute, date_trunc('minute', now())), mod(pg_backend_pid(), 64)::smallint,
        sum(x.accepted), sum(x.processed)
 FROM unnest(%(projects)s::uuid[], %(minutes)s::timestamptz[], %(accepted)s::bigint[], %(processed)s::bigint[])
     AS x (project_id, minute, accepted, processed)

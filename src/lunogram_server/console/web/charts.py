@@ -45,8 +45,9 @@ def line_chart(
         parts.append(f'<line class="axis" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(scale * (4 - n) / 4)}</text>')
     for i in range(0, len(xs), max(1, len(xs) // 6)):
+        anchor = "start" if i == 0 else "end" if i == len(xs) - 1 else "middle"
         parts.append(
-            f'<text x="{left + plot_w * i / count:.1f}" y="{height - 8}" text-anchor="middle">'
+            f'<text x="{left + plot_w * i / count:.1f}" y="{height - 8}" text-anchor="{anchor}">'
             f"{xs[i].astimezone(UTC).strftime('%H:%M')}</text>"
         )
     for s, by_x in zip(series, values, strict=True):

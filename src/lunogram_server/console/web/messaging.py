@@ -331,10 +331,10 @@ def _bucket(campaign: dict[str, Any]) -> int:
 def _chart(points: list[dict[str, Any]], bucket: int) -> Any:
     if not points:
         return None
-    first = datetime.fromisoformat(points[0]["at"])
-    last = datetime.fromisoformat(points[-1]["at"])
-    steps = min(500, int((last - first) / timedelta(seconds=bucket)) + 1)
-    xs = [first + timedelta(seconds=bucket * n) for n in range(max(steps, 2))]
+    step = timedelta(seconds=bucket)
+    first = datetime.fromisoformat(points[0]["at"]) - step  # a bucket of nothing on each side
+    last = datetime.fromisoformat(points[-1]["at"]) + step
+    xs = [first + step * n for n in range(min(500, int((last - first) / step) + 1))]
     kinds = [("sent", "s1"), ("delivered", "s2"), ("opened", "s3"), ("clicked", "s4"), ("bounced", "s5")]
     series = [
         Series(kind, css, [(datetime.fromisoformat(p["at"]), p.get(kind, 0)) for p in points]) for kind, css in kinds
