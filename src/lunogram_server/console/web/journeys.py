@@ -29,6 +29,37 @@ from lunogram_server.messaging import service as messaging
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
+_NEXT_FIELDS = ("next", "then", "else", "timeout_next", "failure_next", "default")
+
+
+def _exits(step: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, step key) of every way out of a step: next, then/else, timeouts, branches, variants."""
+    found = [(name, step[name]) for name in _NEXT_FIELDS if isinstance(step.get(name), str)]
+    for branch in step.get("branches") or []:
+        if isinstance(branch, dict) and branch.get("next"):
+            found.append((str(branch.get("name") or "branch"), branch["next"]))
+    for variant in step.get("variants") or []:
+        if isinstance(variant, dict) and variant.get("next"):
+            found.append((str(variant.get("name") or "variant"), variant["next"]))
+    return found
+
+
+def ordered_steps(graph: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[tuple[str, str]]]]:
+    """The graph's steps in the order a run meets them (breadth first from the entrances), then the rest
+    (goals, steps nothing leads to), each with its ways out."""
+    steps: dict[str, Any] = graph.get("steps") or {}
+    order: list[str] = []
+    queue = [key for key, step in steps.items() if step.get("type") == "entrance"]
+    while queue:
+        key = queue.pop(0)
+        if key in order or key not in steps:
+            continue
+        order.append(key)
+        queue += [target for _, target in _exits(steps[key])]
+    order += [key for key in steps if key not in order]
+    return [(key, steps[key], _exits(steps[key])) for key in order]
+
+
 def _missing(request: Request, journey_id: UUID) -> Response:
     return render(request, "error.html", 404, title="Not found", message=f"journey {journey_id}: not found")
 
@@ -68,8 +99,15 @@ async def _journey_context(request: Request, project_id: UUID, journey_id: UUID)
         runs = await journeys.runs_of_journey(conn, project_id, journey_id, None, 50, 0)
         problems = await journeys.validate(conn, project_id, journey_id) if found["draft_graph"] is not None else None
         sends = await messaging.journey_step_stats(conn, project_id, journey_id)
-    graph = found["draft_graph"] or found["live_graph"] or {"steps": {}}
-    return {"journey": found, "stats": stats, "runs": runs, "problems": problems, "sends": sends, "graph": graph}
+    graph = found["live_graph"] or found["draft_graph"] or {"steps": {}}  # counts are the live version's
+    return {
+        "journey": found,
+        "stats": stats,
+        "runs": runs,
+        "problems": problems,
+        "sends": sends,
+        "steps": ordered_steps(graph),
+    }
 
 
 @router.get("/journeys/{journey_id}")
