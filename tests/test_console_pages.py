@@ -4,13 +4,15 @@ documented ways, the rule preview counts as the list does, keys are made and rev
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from console_helpers import Console
+from console_helpers import OWNER_PASSWORD, Console, browser_client, login_token_of, make_user
 from helpers import Server, ident, uid, wait_until
 
 
@@ -173,3 +175,48 @@ def test_every_page_renders_for_the_owner(console_owner: Console, api: httpx.Cli
     static_file = console_owner.http.get("/console/static/htmx.min.js")
     assert static_file.status_code == 200
     assert static_file.text.startswith("var htmx=")
+
+
+def test_htmx_is_the_pinned_file_its_manifest_names() -> None:
+    static = Path(__file__).resolve().parents[1] / "src" / "lunogram_server" / "console" / "static"
+    manifest = (static / "VENDORED.md").read_text()
+    row = re.search(r"\| htmx\.min\.js \| htmx\.org \(npm, [^)]*\) \| (2\.\d+\.\d+) \| ([0-9a-f]{64}) \|", manifest)
+    assert row is not None
+    assert hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest() == row.group(2)
+    assert b"htmx" in (static / "htmx.min.js").read_bytes()[:20]
+
+
+def test_the_session_cookie_is_secure_behind_https(console_server: Server) -> None:
+    email = f"{uid('tls')}@example.com"
+    make_user(console_server, email, "viewer")
+    https = {"X-Forwarded-Proto": "https"}  # from 127.0.0.1, a proxy uvicorn trusts by default
+    with browser_client(console_server) as http:
+        page = http.get("/console/login", headers=https)
+        form_cookie = page.headers["set-cookie"]
+        assert "secure" in form_cookie.lower()
+        # a client keeps a Secure cookie for https only; this one talks http to the "proxy's" backend
+        login_token = login_token_of(page.text)
+        assert f"lunogram_login_csrf={login_token};" in form_cookie
+        signed = http.post(
+            "/console/login",
+            headers={**https, "Cookie": f"lunogram_login_csrf={login_token}"},
+            data={"email": email, "password": OWNER_PASSWORD, "login_token": login_token},
+        )
+        assert signed.status_code == 303, signed.text[:300]
+        session = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("lunogram_session="))
+        flags = {part.strip().lower() for part in session.split(";")[1:]}
+        assert {"secure", "httponly", "samesite=lax", "path=/"} <= flags
+
+        # the same sign-in over plain http (no proxy saying https) gets a cookie without Secure
+        page = http.get("/console/login")
+        login_token = login_token_of(page.text)
+        assert "secure" not in page.headers["set-cookie"].lower()
+        signed = http.post(
+            "/console/login",
+            data={"email": email, "password": OWNER_PASSWORD, "login_token": login_token},
+        )
+        assert signed.status_code == 303, signed.text[:300]
+        session = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("lunogram_session="))
+        flags = {part.strip().lower() for part in session.split(";")[1:]}
+        assert "secure" not in flags
+        assert {"httponly", "samesite=lax"} <= flags
