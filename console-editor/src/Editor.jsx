@@ -2,7 +2,7 @@
 // locally and saved whole (PUT /journeys/{id}/draft, positions in x/y); the server's problems (a refused
 // save, POST .../validate) are placed on the steps; published versions are shown read-only; counts, a
 // user's path and the dry run are drawn over whichever version is shown.
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { Component, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import {
   applyNodeChanges,
   Background,
@@ -25,10 +25,36 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function Editor(props) {
   return (
-    <ReactFlowProvider>
-      <EditorInner {...props} />
-    </ReactFlowProvider>
+    <Guard>
+      <ReactFlowProvider>
+        <EditorInner {...props} />
+      </ReactFlowProvider>
+    </Guard>
   );
+}
+
+// A graph the editor cannot draw says so instead of leaving an empty box.
+class Guard extends Component {
+  constructor(props) {
+    super(props);
+    this.state = { error: null };
+  }
+
+  static getDerivedStateFromError(error) {
+    return { error };
+  }
+
+  render() {
+    if (this.state.error) {
+      return (
+        <div className="lje-root lje-failed" role="alert">
+          The editor stopped: {String(this.state.error.message || this.state.error)}. Reload the page; unsaved changes are
+          lost.
+        </div>
+      );
+    }
+    return this.props.children;
+  }
 }
 
 function EditorInner({ journeyId, apiBase, csrfToken, apiKey, readOnly: forcedReadOnly, pollSeconds }) {
@@ -121,6 +147,16 @@ function EditorInner({ journeyId, apiBase, csrfToken, apiKey, readOnly: forcedRe
     }, pollSeconds * 1000);
     return () => clearInterval(timer);
   }, [journey, pollSeconds, loadStats]);
+
+  useEffect(() => {
+    if (!dirty) return undefined;
+    const warn = (event) => {
+      event.preventDefault();
+      event.returnValue = "";
+    };
+    window.addEventListener("beforeunload", warn);
+    return () => window.removeEventListener("beforeunload", warn);
+  }, [dirty]);
 
   // -- editing --------------------------------------------------------------------------------------------
 
@@ -496,7 +532,7 @@ function EditorInner({ journeyId, apiBase, csrfToken, apiKey, readOnly: forcedRe
         <label className="lje-inline">
           Version{" "}
           <select value={String(view)} onChange={(e) => showVersion(e.target.value)} aria-label="Version shown">
-            {!forcedReadOnly && (
+            {(!forcedReadOnly || !journey.live_version) && (
               <option value="draft">
                 {journey.draft_graph ? `Draft (version ${journey.latest_version})` : "Draft (a copy of the live version)"}
                 {dirty ? " *" : ""}
@@ -640,6 +676,8 @@ function EditorInner({ journeyId, apiBase, csrfToken, apiKey, readOnly: forcedRe
                 setShowCounts={setShowCounts}
                 refresh={() => act("Counts", loadStats)}
                 trail={trail}
+                shownVersion={view === "draft" ? (journey.draft_graph ? null : journey.live_version) : view}
+                showVersion={(v) => showVersion(String(v))}
                 clearTrail={() => setTrail(null)}
                 entrances={Object.entries(steps)
                   .filter(([, s]) => s.type === "entrance")
@@ -751,6 +789,8 @@ function Inspect({
   setShowCounts,
   refresh,
   trail,
+  shownVersion,
+  showVersion,
   clearTrail,
   entrances,
   showUserPath,
@@ -850,6 +890,15 @@ function Inspect({
         <section aria-labelledby="lje-trail-h" className="lje-trail">
           <h2 id="lje-trail-h">{trail.kind === "sim" ? "Dry run" : "Path"}</h2>
           <p>{trail.label}</p>
+          {trail.version !== shownVersion && (
+            <p className="lje-msg-warn">
+              Drawn over {shownVersion ? `version ${shownVersion}` : "the draft"}, where steps of the same key are
+              marked.{" "}
+              <button type="button" className="lje-link" onClick={() => showVersion(trail.version)}>
+                Show version {trail.version}
+              </button>
+            </p>
+          )}
           {trail.kind === "user" && trail.runs.length > 1 && (
             <div className="lje-field">
               <label htmlFor="lje-run-pick">Run</label>
