@@ -91,13 +91,13 @@ def _page_html(journey_id: str, key: str, read_only: bool) -> str:
 @pytest.fixture
 def open_editor(browser: Browser, eserver: Server) -> Iterator[Callable[..., Page]]:
     contexts = []
+    errors: list[str] = []  # uncaught errors in any page: none is acceptable
 
     def open_(journey_id: str, read_only: bool = False) -> Page:
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
-        errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
 
         def serve(route: Route) -> None:
@@ -119,6 +119,7 @@ def open_editor(browser: Browser, eserver: Server) -> Iterator[Callable[..., Pag
     yield open_
     for context in contexts:
         context.close()
+    assert errors == [], errors
 
 
 def shot(page: Page, name: str) -> None:

@@ -21,6 +21,7 @@ import { canEnter, freshKey, PALETTE, PALETTE_BY_ID, removeSteps, renameStep, wi
 const NODE_TYPES = { step: StepNode };
 const DRAG_TYPE = "application/x-lunogram-step";
 const NO_PROBLEMS = { byStep: {}, general: [] };
+const MINIMAP_COLORS = { entrance: "#2454c5", goal: "#1d6b38", exit: "#5b6474", condition: "#7b2cbf", split: "#7b2cbf" };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function Editor(props) {
@@ -611,7 +612,13 @@ function EditorInner({ journeyId, apiBase, csrfToken, apiKey, readOnly: forcedRe
           >
             <Background gap={20} />
             <Controls />
-            <MiniMap pannable zoomable ariaLabel="Overview of the journey" />
+            <MiniMap
+              pannable
+              zoomable
+              ariaLabel="Overview of the journey"
+              style={{ width: 150, height: 100 }}
+              nodeColor={(n) => MINIMAP_COLORS[n.data?.step?.type] || "#8c96a8"}
+            />
           </ReactFlow>
           {!editable && <div className="lje-readonly-note">Read-only: {view === "draft" ? "this journey cannot be edited" : `version ${view}`}</div>}
         </div>
