@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 20_000
+CSRF_TOKEN = "csrf-token-of-the-page"
 
 try:
     from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
@@ -78,7 +79,14 @@ def ec(eserver: Server) -> Iterator[httpx.Client]:
 
 
 def _page_html(journey_id: str, key: str, read_only: bool) -> str:
-    options = {"journeyId": journey_id, "apiKey": key, "readOnly": read_only, "pollSeconds": 0.5}
+    options = {
+        "journeyId": journey_id,
+        "apiBase": "/api/admin",
+        "csrfToken": CSRF_TOKEN,
+        "apiKey": key,
+        "readOnly": read_only,
+        "pollSeconds": 0.5,
+    }
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Journey editor</title>
 <link rel="stylesheet" href="/__editor_test/editor.css"></head>
@@ -175,6 +183,11 @@ def test_build_publish_and_watch_a_three_step_journey(
     journey = create_journey(ec, {"start": {"type": "entrance", "trigger": {"kind": "api"}, "x": 0, "y": 0}})
     page = open_editor(journey["id"])
     event = uid("signup")
+    changes: list[tuple[str, str, dict[str, str]]] = []
+    page.on(
+        "request",
+        lambda r: changes.append((r.method, r.url, r.headers)) if r.method != "GET" and "/api/" in r.url else None,
+    )
 
     # the step the journey was created with goes (selected, then the Delete key)
     node(page, "start").click()
@@ -268,6 +281,14 @@ def test_build_publish_and_watch_a_three_step_journey(
     assert ec.get(f"/admin/journeys/{journey['id']}").json()["status"] == "paused"
     page.get_by_role("button", name="Resume").click()
     expect(page.locator(".lje-status")).to_have_text("live")
+
+    # every change the editor made went to the admin API, same-origin, with the page's CSRF token
+    made = {(method, url.split("/api/admin/journeys/", 1)[-1].split("/", 1)[-1]) for method, url, _ in changes}
+    assert made >= {("PUT", "draft"), ("POST", "validate"), ("POST", "publish"), ("POST", "simulate")}
+    assert made >= {("POST", "pause"), ("POST", "resume")}
+    for method, url, headers in changes:
+        assert url.startswith(f"{eserver.root_url}/api/admin/"), url
+        assert headers.get("x-csrf-token") == CSRF_TOKEN, (method, url)
 
 
 # what each palette entry becomes, and whether a save refuses it until its required fields are filled in
