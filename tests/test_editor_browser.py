@@ -361,3 +361,12 @@ def test_every_step_type_from_the_keyboard_and_past_versions_read_only(
     # and the unsaved draft is still there when going back to it
     page.get_by_label("Version shown").select_option("draft")
     expect(node(page, "goal_1")).to_be_visible()
+
+    # mounted read-only (a viewer): the live version, nothing that changes anything
+    viewer = open_editor(journey["id"], read_only=True)
+    expect(node(viewer, "second")).to_be_visible()
+    expect(viewer.get_by_label("Version shown")).to_have_value("2")
+    for name in ("Save draft", "Validate", "Publish", "Pause"):
+        expect(viewer.get_by_role("button", name=name)).to_have_count(0)
+    expect(viewer.locator(".lje-palette")).to_have_count(0)
+    expect(viewer.locator('option[value="draft"]')).to_have_count(0)
