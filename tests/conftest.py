@@ -128,3 +128,13 @@ def console_owner(console_server: Server) -> Iterator[Any]:
     owner = create_owner(console_server)
     yield owner
     owner.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the whole run, shared by every browser test (browser_helpers.py: the
+    system's Chromium through Playwright); each test opens its own context (playwright.sync_api.Browser)."""
+    from browser_helpers import launch_chromium
+
+    with launch_chromium() as launched:
+        yield launched

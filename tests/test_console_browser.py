@@ -1,41 +1,23 @@
 """The console in a real headless Chromium (Playwright) against a real `lunogram serve`.
 
-One browser for the session, one server for this module. Screenshots of every screen go to
-test-artifacts/screenshots/ (CI keeps that folder as its artifacts). Chromium is Debian's
-(/usr/bin/chromium, installed by scripts/test); without it these tests fail in CI (CI=true) and are
-skipped elsewhere, saying why.
+One browser for the session (the `browser` fixture, browser_helpers.py: Debian's Chromium, installed by
+scripts/test; without it these tests fail in CI and are skipped elsewhere, saying why), one server for this
+module. Screenshots of every screen go to test-artifacts/screenshots/ (CI keeps that folder as its artifacts).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
+from browser_helpers import SCREENSHOTS
 from console_helpers import OWNER_PASSWORD, setup_link
 from helpers import Server, ident, uid, wait_until
 from journey_helpers import receiver
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("LUNOGRAM_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = {"width": 1280, "height": 720}
 PHONE = {"width": 390, "height": 844}
 OWNER_EMAIL = "owner@example.com"
@@ -49,19 +31,6 @@ UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')].
   return !(el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`));
 }).map(el => el.outerHTML.slice(0, 120))"""
 OVERFLOW = "() => document.documentElement.scrollWidth - window.innerWidth"
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} is not installed (scripts/test installs Debian's chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -263,14 +232,16 @@ def test_a_rule_list_fills_as_events_arrive_through_the_client_api(owner: Page, 
     expect(owner.locator("#count-value")).to_have_text("3")
 
 
-THREE_STEPS = {
-    "steps": {
-        "start": {"type": "entrance", "trigger": {"kind": "event", "event": "signed_up"}, "next": "wait"},
-        "wait": {"type": "delay", "duration": {"value": 1, "unit": "seconds"}, "next": "tag"},
-        "tag": {"type": "update_user", "data": {"onboarded": True}, "next": "done"},
-        "done": {"type": "exit"},
-    }
-}
+def step_node(page: Page, key: str) -> Locator:
+    return page.locator(f'#journey-editor .react-flow__node[data-id="{key}"]')
+
+
+def configure(page: Page, key: str, new_key: str) -> None:
+    """Select a step on the graph and rename it in the side panel (its exits follow)."""
+    step_node(page, key).click()
+    page.get_by_label("Key", exact=True).fill(new_key)
+    page.get_by_label("Key", exact=True).press("Enter")
+    expect(step_node(page, new_key)).to_be_visible()
 
 
 def test_a_three_step_journey_is_built_published_and_a_user_goes_through_it(owner: Page, api: httpx.Client) -> None:
@@ -278,28 +249,76 @@ def test_a_three_step_journey_is_built_published_and_a_user_goes_through_it(owne
     owner.get_by_label("Name").fill("Onboarding")
     owner.get_by_label("Entered by the event (empty: by the API)").fill("signed_up")
     owner.get_by_role("button", name="Create").click()
-    # the editor bundle mounted on the journey page edits the draft
-    expect(owner.locator("#journey-editor")).not_to_have_text("Loading the editor…")
-    if owner.locator("#journey-graph").count():  # the placeholder bundle: the graph as JSON
-        expect(owner.locator("#journey-graph-status")).to_have_text("Loaded.")
-        owner.locator("#journey-graph").fill(json.dumps(THREE_STEPS, indent=2))
-        owner.locator("#journey-graph-save").click()
-        expect(owner.locator("#journey-graph-status")).to_contain_text("Draft saved")
-    else:  # a graph editor bundle: save as it does (its own tests drive its canvas)
-        journey_id = owner.url.split("/")[-2]
-        saved = owner.evaluate(
-            """async ([id, graph]) => {
-                 const token = document.getElementById('journey-editor').dataset.csrfToken;
-                 const answer = await fetch(`/api/admin/journeys/${id}/draft`, {method: 'PUT',
-                     credentials: 'same-origin', body: JSON.stringify({graph}),
-                     headers: {'Content-Type': 'application/json', 'X-CSRF-Token': token}});
-                 return answer.status; }""",
-            [journey_id, THREE_STEPS],
-        )
-        assert saved == 200
+    # the console's journey page mounts the graph editor bundle on the draft: the entrance made above
+    expect(owner.locator("#journey-editor .lje-toolbar")).to_be_visible()
+    expect(step_node(owner, "start")).to_be_visible()
+    expect(owner.locator("#journey-editor .lje-status")).to_have_text("draft")
+    journey_id = owner.url.split("/")[-2]
+    changes: list[tuple[str, str, str | None]] = []
+    owner.on(
+        "request",
+        lambda r: (
+            changes.append((r.method, r.url, r.headers.get("x-csrf-token")))
+            if r.method != "GET" and "/api/" in r.url
+            else None
+        ),
+    )
+
+    # the entrance dragged to the top of the graph, three steps dragged from the palette below it
+    canvas = "#journey-editor .lje-canvas"
+    entrance, area = step_node(owner, "start").bounding_box(), owner.locator(canvas).bounding_box()
+    assert entrance is not None
+    assert area is not None
+    owner.mouse.move(entrance["x"] + 40, entrance["y"] + 20)
+    owner.mouse.down()
+    owner.mouse.move(area["x"] + 160, area["y"] + 12, steps=10)
+    owner.mouse.up()
+    for palette_id, x, y in (("delay_duration", 120, 130), ("update_user", 120, 250), ("exit", 120, 370)):
+        owner.drag_and_drop(f'[data-palette="{palette_id}"]', canvas, target_position={"x": x, "y": y})
+    for key in ("delay_1", "update_user_1", "exit_1"):
+        expect(step_node(owner, key)).to_be_visible()
+    # each one configured in the side panel: its key, a wait of one second, the data the update writes
+    configure(owner, "delay_1", "wait")
+    owner.get_by_label("Duration: amount").fill("1")
+    owner.get_by_label("Duration: unit").select_option("seconds")
+    configure(owner, "update_user_1", "tag")
+    owner.get_by_label("Data to merge into the user (JSON object; strings may be Liquid templates)").fill(
+        '{"onboarded": true}'
+    )
+    configure(owner, "exit_1", "done")
+    # connected: the entrance to the wait with the mouse (handle to handle), the rest with the exits' selects
+    start = step_node(owner, "start").locator('.react-flow__handle.source[data-handleid="next"]').bounding_box()
+    end = step_node(owner, "wait").locator(".react-flow__handle.target").bounding_box()
+    assert start is not None
+    assert end is not None
+    owner.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    owner.mouse.down()
+    owner.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=8)
+    owner.mouse.up()
+    expect(owner.locator('#journey-editor .react-flow__edge[data-id="start:next"]')).to_have_count(1)
+    step_node(owner, "wait").click()
+    owner.get_by_label('Exit "next"').select_option("tag")
+    step_node(owner, "tag").click()
+    owner.get_by_label('Exit "next"').select_option("done")
+    expect(owner.locator("#journey-editor .react-flow__edge")).to_have_count(3)
     shot(owner, "journey-editor")
+
+    # published from the editor's toolbar (it saves, checks, then publishes)
+    owner.locator("#journey-editor").get_by_role("button", name="Publish").click()
+    expect(owner.locator("#journey-editor .lje-message")).to_contain_text("Published version 1")
+    expect(owner.locator("#journey-editor .lje-status")).to_have_text("live")
+    live = api.get(f"/admin/journeys/{journey_id}").json()
+    assert live["status"] == "live"
+    assert live["live_graph"]["steps"]["start"]["next"] == "wait"
+    steps = live["live_graph"]["steps"]
+    assert steps["start"]["y"] < steps["wait"]["y"] < steps["tag"]["y"] < steps["done"]["y"]  # where they were put
+    assert live["live_graph"]["steps"]["wait"]["duration"] == {"value": 1, "unit": "seconds"}
+    assert live["live_graph"]["steps"]["tag"]["data"] == {"onboarded": True}
+    # its writes went to the admin API with the session's cookie and the page's CSRF token
+    csrf = owner.locator("#journey-editor").get_attribute("data-csrf-token")
+    assert {(method, url.rsplit("/", 1)[-1]) for method, url, _ in changes} >= {("PUT", "draft"), ("POST", "publish")}
+    assert all(token == csrf for _, _, token in changes), changes
     owner.get_by_role("link", name="Back to the journey").click()
-    owner.get_by_role("button", name="Publish version 1").click()
     expect(owner.locator("#journey-status")).to_have_text("live")
     person = uid("joiner")
     sent = api.post("/client/users/events", json=[{"name": "signed_up", "identifier": [ident(person)]}])
