@@ -170,6 +170,18 @@ def test_a_viewer_is_blocked_from_changing_anything(
     assert len(api.get("/admin/lists").json()) == before
     # reading is fine, through the console and the API
     assert viewer.evaluate("async () => (await fetch('/api/admin/lists')).status") == 200
+    # the journey editor mounts read-only: the live version, nothing that changes it
+    steps = {"start": {"type": "entrance", "trigger": {"kind": "api"}}}
+    made = api.post("/admin/journeys", json={"name": uid("Seen"), "graph": {"steps": steps}})
+    assert made.status_code == 201, made.text
+    assert api.post(f"/admin/journeys/{made.json()['id']}/publish").status_code == 200
+    viewer.goto(f"/console/journeys/{made.json()['id']}/editor")
+    editor = viewer.locator("#journey-editor")
+    expect(editor.locator('.react-flow__node[data-id="start"]')).to_be_visible()
+    expect(editor.get_by_label("Version shown")).to_have_value("1")
+    for name in ("Save draft", "Validate", "Publish", "Pause"):
+        expect(editor.get_by_role("button", name=name, exact=True)).to_have_count(0)
+    expect(editor.locator(".lje-palette")).to_have_count(0)
     viewer.context.close()
 
 
