@@ -3,7 +3,7 @@
 Playwright's own browser download is not used: `scripts/test` installs Debian's `chromium` (/usr/bin/chromium,
 or LUNOGRAM_TEST_CHROMIUM). Without it (or without the `playwright` package of the test extra) the browser
 tests fail in CI (`CI=true`) and are skipped elsewhere, saying why. The `browser` fixture (conftest.py) launches
-it once per session; each test opens its own context. Screenshots go to test-artifacts/screenshots/, the
+it once per test module; each test opens its own context. Screenshots go to test-artifacts/screenshots/, the
 folder CI keeps as its artifacts.
 """
 

@@ -130,10 +130,13 @@ def console_owner(console_server: Server) -> Iterator[Any]:
     owner.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole run, shared by every browser test (browser_helpers.py: the
-    system's Chromium through Playwright); each test opens its own context (playwright.sync_api.Browser)."""
+    """A headless Chromium for a module's browser tests (browser_helpers.py: the system's Chromium through
+    Playwright); each test opens its own context (playwright.sync_api.Browser). Per module, not per session:
+    Playwright's sync API keeps its asyncio loop marked as running in this thread until it stops, and the
+    tests run after it (asyncio.run, pytest-asyncio) would fail with "cannot be called from a running event
+    loop"."""
     from browser_helpers import launch_chromium
 
     with launch_chromium() as launched:

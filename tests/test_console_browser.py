@@ -1,6 +1,6 @@
 """The console in a real headless Chromium (Playwright) against a real `lunogram serve`.
 
-One browser for the session (the `browser` fixture, browser_helpers.py: Debian's Chromium, installed by
+One browser for the module (the `browser` fixture, browser_helpers.py: Debian's Chromium, installed by
 scripts/test; without it these tests fail in CI and are skipped elsewhere, saying why), one server for this
 module. Screenshots of every screen go to test-artifacts/screenshots/ (CI keeps that folder as its artifacts).
 """

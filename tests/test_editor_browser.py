@@ -4,7 +4,7 @@ The editor's page is served under the server's own origin: Playwright answers `/
 HTML page and the committed bundle, so the bundle calls the real admin API same-origin (here with a secret
 key). Nothing of the server is stubbed: every other request goes to it.
 
-The browser is the session's shared one (the `browser` fixture, browser_helpers.py: the system's Chromium;
+The browser is the one every browser test gets (the `browser` fixture, browser_helpers.py: the system's Chromium;
 without it these tests skip, except in CI, where they fail). Screenshots: test-artifacts/screenshots/editor-*.png.
 """
 
