@@ -117,3 +117,33 @@ def b(other: Server) -> Iterator[httpx.Client]:
     """Project B's secret key on its own server."""
     with other.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def console_server(server_factory: Callable[..., Server]) -> Server:
+    """One server for the console's tests (browser and HTTP): its own database, so its banner carries the
+    first-owner link; `console_owner` uses that link once."""
+    return server_factory(extra_env={"LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2", "LUNOGRAM_SEND_POLL_SECONDS": "0.2"})
+
+
+@pytest.fixture(scope="session")
+def console_owner(console_server: Server) -> Iterator[Any]:
+    """The first owner of `console_server`, signed in (console_helpers.Console)."""
+    from console_helpers import create_owner
+
+    owner = create_owner(console_server)
+    yield owner
+    owner.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium for a module's browser tests (browser_helpers.py: the system's Chromium through
+    Playwright); each test opens its own context (playwright.sync_api.Browser). Per module, not per session:
+    Playwright's sync API keeps its asyncio loop marked as running in this thread until it stops, and the
+    tests run after it (asyncio.run, pytest-asyncio) would fail with "cannot be called from a running event
+    loop"."""
+    from browser_helpers import launch_chromium
+
+    with launch_chromium() as launched:
+        yield launched

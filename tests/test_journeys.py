@@ -6,6 +6,7 @@ The server runs its real event workers and journey runners; webhooks go to a rea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -641,6 +642,26 @@ def test_runs_finish_on_their_version_unless_the_publish_moves_them(jc: httpx.Cl
     send_event(jc, second, "go")
     assert path(wait_for_run(jc, journey["id"], third_id, "exited"))[-1] == ("c", "exited")
     assert path(wait_for_run(jc, journey["id"], second_id, "exited"))[-1] == ("a", "exited")
+
+
+def test_each_version_can_be_read(jc: httpx.Client) -> None:
+    v1 = {"start": entrance({"kind": "api"}, "a"), "a": {"type": "exit", "x": 10, "y": 20}}
+    journey = make_journey(jc, v1)
+    v2 = {"start": entrance({"kind": "api"}, "b"), "b": {"type": "exit"}}
+    assert jc.put(f"/admin/journeys/{journey['id']}/draft", json={"graph": {"steps": v2}}).status_code == 200
+    first = jc.get(f"/admin/journeys/{journey['id']}/versions/1")
+    assert first.status_code == 200, first.text
+    assert first.json()["graph"]["steps"]["a"] == {"type": "exit", "x": 10, "y": 20}
+    assert first.json()["published_at"] is not None
+    draft = jc.get(f"/admin/journeys/{journey['id']}/versions/2").json()
+    assert set(draft["graph"]["steps"]) == {"start", "b"}
+    assert draft["published_at"] is None
+    missing = jc.get(f"/admin/journeys/{journey['id']}/versions/3")
+    assert missing.status_code == 404
+    assert "no version 3" in missing.json()["detail"]
+    assert jc.get(f"/admin/journeys/{journey['id']}/versions/0").status_code == 400
+    other = jc.get(f"/admin/journeys/{uuid.uuid4()}/versions/1")
+    assert other.status_code == 404
 
 
 def test_pause_resume_archive_and_duplicate(jserver: Server, jc: httpx.Client) -> None:

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from lunogram_server import __version__
 from lunogram_server.background import background
 from lunogram_server.config import Settings
+from lunogram_server.console import web as console_web
 from lunogram_server.db import open_pool
 from lunogram_server.db.session import with_session_settings
 from lunogram_server.http import (
@@ -27,6 +28,7 @@ from lunogram_server.http import (
     client,
     inbox,
     journeys,
+    keys,
     lists,
     messaging,
     ops,
@@ -109,9 +111,11 @@ def build_app(settings: Settings, conninfo: str) -> FastLane:
     app.include_router(templates.router)
     app.include_router(templates.snippets_router)
     app.include_router(providers.router)
+    app.include_router(keys.router)
     app.include_router(messaging.router)
     app.include_router(public.router)
     app.include_router(ops.router)
+    console_web.install(app)
     app.add_middleware(
         Cors,
         private_paths=["/metrics"],  # operators only: no web page may read it (http/ops.py)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lunogram_server.config import Settings, load_settings
+from lunogram_server.console import accounts
 from lunogram_server.db.database import database
 from lunogram_server.logs import configure_logging
 from lunogram_server.projects import service as projects
@@ -25,7 +26,9 @@ app = typer.Typer(help="Lunogram: a self-hostable customer-engagement platform."
 projects_app = typer.Typer(help="Manage projects.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)
 secrets_app = typer.Typer(help="Secrets stored encrypted (provider credentials).", no_args_is_help=True)
+users_app = typer.Typer(help="Console users (who signs in to /console) and their roles.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
+app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 console = Console()
@@ -279,6 +282,148 @@ def secrets_reseal(data_dir: DataDir = None, database_url: DatabaseUrl = None) -
 
     count = _with_db(settings, work)
     console.print(f"re-encrypted {count} provider secret(s) with key {keyring.current_id}")
+
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from standard input instead of printing a one-time link."),
+]
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    if not from_stdin:
+        return None
+    import sys
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        accounts.check_password(password)
+    except accounts.AccountError as exc:
+        raise _fail(str(exc)) from None
+    return password
+
+
+def _link(settings: Settings, token: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/console/link/{token}"
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="What the user signs in with.")],
+    name: Annotated[str, typer.Option(help="Their name, for listings.")] = "",
+    project: Annotated[str | None, typer.Option(help="Give a role in this project (by name).")] = None,
+    role: Annotated[str, typer.Option(help="owner, admin, editor or viewer (with --project).")] = "viewer",
+    superuser: Annotated[bool, typer.Option(help="Owner of every project; may create projects.")] = False,
+    password_stdin: PasswordStdin = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a console user. Without --password-stdin, prints a one-time link that sets the password."""
+    settings = _settings(data_dir, database_url)
+    password = _read_password(password_stdin)
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
+        project_id = None
+        if project is not None:
+            found = await projects.get_project(conn, project)
+            if found is None:
+                raise _fail(f"no project named {project!r}; see `lunogram projects list`")
+            project_id = found["id"]
+        try:
+            accounts.check_role(role)
+            password_hash = await accounts.hash_password(password) if password is not None else None
+            async with conn.transaction():
+                user = await accounts.create_user(
+                    conn, email, name=name, password_hash=password_hash, superuser=superuser
+                )
+                if project_id is not None:
+                    await accounts.grant(conn, user["id"], project_id, role)
+                if password is None:
+                    return await accounts.create_link(conn, "invite", settings.console.link_hours, user["id"])
+        except accounts.AccountError as exc:
+            raise _fail(str(exc)) from None
+        return None
+
+    token = _with_db(settings, work)
+    console.print(f"console user {email.strip().lower()} created", highlight=False)
+    if token is not None:
+        hours = f"{settings.console.link_hours:g}"
+        console.print(f"set the password (opens once, within {hours} h): {_link(settings, token)}", soft_wrap=True)
+
+
+@users_app.command("reset")
+def users_reset(
+    email: Annotated[str, typer.Argument(help="The user's e-mail.")],
+    password_stdin: PasswordStdin = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Reset a console user's password (ends their sessions). Without --password-stdin, prints a one-time link."""
+    settings = _settings(data_dir, database_url)
+    password = _read_password(password_stdin)
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
+        user = await accounts.user_by_email(conn, email)
+        if user is None:
+            raise _fail(f"no console user {email!r}; see `lunogram users list`")
+        async with conn.transaction():
+            await accounts.end_sessions_of(conn, user["id"])
+            if password is not None:
+                await accounts.set_password(conn, user["id"], await accounts.hash_password(password))
+                return None
+            return await accounts.create_link(conn, "reset", settings.console.link_hours, user["id"])
+
+    token = _with_db(settings, work)
+    if token is None:
+        console.print("password changed; the user's sessions are ended")
+    else:
+        hours = f"{settings.console.link_hours:g}"
+        console.print(
+            f"sessions ended; new password (opens once, within {hours} h): {_link(settings, token)}", soft_wrap=True
+        )
+
+
+@users_app.command("grant")
+def users_grant(
+    email: Annotated[str, typer.Argument(help="The user's e-mail.")],
+    project: Annotated[str, typer.Option(help="Project name.")],
+    role: Annotated[str, typer.Option(help="owner, admin, editor, viewer; `none` removes the role.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give a console user a role in a project (or remove it with --role none)."""
+
+    async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+        user = await accounts.user_by_email(conn, email)
+        if user is None:
+            raise _fail(f"no console user {email!r}; see `lunogram users list`")
+        found = await projects.get_project(conn, project)
+        if found is None:
+            raise _fail(f"no project named {project!r}; see `lunogram projects list`")
+        if role == "none":
+            await accounts.revoke(conn, user["id"], found["id"])
+            return
+        try:
+            await accounts.grant(conn, user["id"], found["id"], role)
+        except accounts.AccountError as exc:
+            raise _fail(str(exc)) from None
+
+    _with_db(_settings(data_dir, database_url), work)
+    console.print(f"{email.strip().lower()}: {role} in {project}", highlight=False)
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Console users with their roles."""
+
+    table = _table("email", "name", "superuser", "disabled", "password set", "roles")
+    for email, name, superuser, disabled, has_password, roles in _with_db(
+        _settings(data_dir, database_url), accounts.list_users
+    ):
+        table.add_row(
+            email, name, "yes" if superuser else "", "yes" if disabled else "", "yes" if has_password else "no", roles
+        )
+    _print_table(table)
 
 
 def main() -> None:

@@ -113,6 +113,18 @@ class MessagingSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console's accounts (console/accounts.py): sessions, one-time links, the login limit."""
+
+    session_idle_hours: float = 12.0
+    session_max_hours: float = 168.0
+    link_hours: float = 24.0
+    login_failures_per_address: int = 20
+    login_failures_per_account: int = 5
+    login_window_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -141,6 +153,7 @@ class Settings:
     access: AccessSettings = field(default_factory=AccessSettings)
     journeys: JourneySettings = field(default_factory=JourneySettings)
     messaging: MessagingSettings = field(default_factory=MessagingSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     @property
     def embedded(self) -> bool:
@@ -299,6 +312,28 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ),
     ("LUNOGRAM_SEND_RETRY_MAX_SECONDS", "3600", "longest retry delay"),
     ("LUNOGRAM_CAMPAIGN_CHUNK", "5000", "campaign recipients queued per transaction"),
+    (
+        "LUNOGRAM_CONSOLE_SESSION_IDLE_HOURS",
+        "12",
+        "a console session unused this long ends (sign in again)",
+    ),
+    ("LUNOGRAM_CONSOLE_SESSION_MAX_HOURS", "168", "a console session ends this long after sign-in, used or not"),
+    (
+        "LUNOGRAM_CONSOLE_LINK_HOURS",
+        "24",
+        "how long a one-time console link (first owner's setup, invitation, password reset) stays valid",
+    ),
+    (
+        "LUNOGRAM_CONSOLE_LOGIN_FAILURES_PER_ADDRESS",
+        "20",
+        "failed console sign-ins from one client address within the window; past it, 429 (0: no limit)",
+    ),
+    (
+        "LUNOGRAM_CONSOLE_LOGIN_FAILURES_PER_ACCOUNT",
+        "5",
+        "failed console sign-ins for one account within the window; past it, 429, right password or not (0: no limit)",
+    ),
+    ("LUNOGRAM_CONSOLE_LOGIN_WINDOW_SECONDS", "900", "the window of those two limits"),
     ("LUNOGRAM_LOG_LEVEL", "info", "debug, info, warning, error"),
     ("LUNOGRAM_LOG_JSON", "false", "one JSON object per log line instead of console output"),
 ]
@@ -384,6 +419,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         campaign_chunk=max(1, int(env.get("LUNOGRAM_CAMPAIGN_CHUNK", me.campaign_chunk))),
         public_url=(env.get("LUNOGRAM_PUBLIC_URL") or None),
     )
+    co = base.console
+    console = ConsoleSettings(
+        session_idle_hours=max(0.01, float(env.get("LUNOGRAM_CONSOLE_SESSION_IDLE_HOURS", co.session_idle_hours))),
+        session_max_hours=max(0.01, float(env.get("LUNOGRAM_CONSOLE_SESSION_MAX_HOURS", co.session_max_hours))),
+        link_hours=max(1 / 3600, float(env.get("LUNOGRAM_CONSOLE_LINK_HOURS", co.link_hours))),
+        login_failures_per_address=max(
+            0, int(env.get("LUNOGRAM_CONSOLE_LOGIN_FAILURES_PER_ADDRESS", co.login_failures_per_address))
+        ),
+        login_failures_per_account=max(
+            0, int(env.get("LUNOGRAM_CONSOLE_LOGIN_FAILURES_PER_ACCOUNT", co.login_failures_per_account))
+        ),
+        login_window_seconds=max(1.0, float(env.get("LUNOGRAM_CONSOLE_LOGIN_WINDOW_SECONDS", co.login_window_seconds))),
+    )
     role = env.get("LUNOGRAM_ROLE", base.role)
     if role not in ("all", "api", "worker", "scheduler"):
         raise ValueError(f"LUNOGRAM_ROLE must be all, api, worker or scheduler, not {role!r}")
@@ -414,6 +462,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         access=access,
         journeys=journeys,
         messaging=messaging,
+        console=console,
     )
 
 

@@ -7,13 +7,13 @@ domains that react to all of them. Operators' event plugins (LUNOGRAM_EVENT_SUBS
 
 from __future__ import annotations
 
-from lunogram_server import events, journeys, lists, maintenance, messaging, organizations, schedules
+from lunogram_server import console, events, journeys, lists, maintenance, messaging, organizations, schedules
 from lunogram_server.config import Settings
 from lunogram_server.events.subscribers import load_subscribers
 from lunogram_server.messaging import devices, inbox
 from lunogram_server.reactions import Reactions
 
-DOMAINS = (events, organizations, schedules, lists, journeys, devices, inbox, messaging, maintenance)
+DOMAINS = (events, organizations, schedules, lists, journeys, devices, inbox, messaging, maintenance, console)
 
 
 def build_reactions(settings: Settings | None = None) -> Reactions:

@@ -21,7 +21,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +36,7 @@ from uvicorn.supervisors.multiprocess import Process
 from lunogram_server.app import build_app, settle_garbage_collector
 from lunogram_server.background import background, loop_connections
 from lunogram_server.config import Settings
+from lunogram_server.console import accounts
 from lunogram_server.db import open_pool
 from lunogram_server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, Watchdog
 from lunogram_server.db.migrate import migrate
@@ -148,25 +149,49 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
     return f"{type(exc).__name__}{': ' + detail if detail else ''} (LUNOGRAM_LOG_LEVEL=debug prints the traceback)"
 
 
-async def _bootstrap(conninfo: str, settings: Settings) -> Bootstrap | None:
+@dataclass
+class Started:
+    """What the first steps of a start made: the first keys, and while the console has no user, a one-time
+    link that creates its first owner."""
+
+    boot: Bootstrap | None
+    setup_token: str | None = None
+
+
+async def _bootstrap(conninfo: str, settings: Settings) -> Started:
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        return await bootstrap(
+        boot = await bootstrap(
             conn,
             settings.bootstrap_project,
             public_key=settings.bootstrap_public_key,
             secret_key=settings.bootstrap_secret_key,
         )
+        token = None
+        if settings.role in ("all", "api"):
+            token = await accounts.setup_link(conn, settings.console.link_hours)
+        return Started(boot, token)
 
 
-def banner(settings: Settings, boot: Bootstrap | None, out: TextIO) -> None:
+def banner(settings: Settings, started: Started | Bootstrap | None, out: TextIO) -> None:
+    if not isinstance(started, Started):
+        started = Started(started)
+    boot = started.boot
     root = settings.base_url.removesuffix("/api")
+    console_root = settings.public_url.rstrip("/") + "/console"
     lines = [
         "",
         "Lunogram is running.",
         f"  API base URL : {settings.base_url}",
         f"  API docs     : {root}/docs",
+        f"  Console      : {console_root}",
         f"  Health       : {root}/healthz   Metrics: {root}/metrics",
     ]
+    if started.setup_token is not None:
+        hours = f"{settings.console.link_hours:g}"
+        lines.append(
+            f"  First owner  : {console_root}/setup/{started.setup_token}   (opens once, within {hours} h: "
+            "creates the console's first owner)"
+        )
     if boot is not None and boot.new_keys:
         lines.append(f"  Project      : {boot.project['name']} ({boot.project['id']})")
         for key in boot.new_keys:
@@ -218,7 +243,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {**_UVICORN_OPTIONS, "h11_max_incomplete_event_size": settings.access.max_header_bytes}
 
 
-async def _serve(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
+async def _serve(settings: Settings, conninfo: str, boot: Started) -> None:
     app = build_app(settings, conninfo)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
     server = _Server(config)
@@ -242,7 +267,7 @@ WORKER_CONNINFO_ENV = "LUNOGRAM_WORKER_CONNINFO"
 WORKER_PARENT_ENV = "LUNOGRAM_WORKER_PARENT"
 
 
-def _serve_workers(settings: Settings, conninfo: str, boot: Bootstrap | None) -> None:
+def _serve_workers(settings: Settings, conninfo: str, boot: Started) -> None:
     """`--workers N`: N processes accept on one socket bound here, each with its own event loop and pool.
 
     One asyncio loop tops out well before PostgreSQL does (bench/upsert.py: two processes on 2 cores give

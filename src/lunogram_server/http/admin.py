@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
+from lunogram_server.console import search
 from lunogram_server.events import service as events
 from lunogram_server.events.models import DeadLetterPage, EventPage, Kind
 from lunogram_server.http.auth import Operator, Reader
@@ -33,6 +37,53 @@ def _found(text: str | None, what: str) -> Response:
     if text is None:
         raise ProblemError(404, f"{what}: not found in this project")
     return json_response(text)
+
+
+SearchText = Annotated[
+    str, Query(max_length=512, description="identifier or e-mail prefix, `key=value`, `{json}`, or an id")
+]
+SearchLimit = Annotated[int, Query(ge=1, le=100)]
+
+
+class Match(BaseModel):
+    id: UUID
+    source: str | None
+    external_id: str | None
+    email: str | None = None  # users
+    name: str | None = None  # organizations
+    created_at: datetime
+
+
+class SearchPage(BaseModel):
+    """`mode`: how `q` was read (recent, id, data, email, identifier); at most `limit` results."""
+
+    mode: str
+    results: list[Match]
+
+
+def _search_answer(found: search.Found) -> Response:
+    return json_response(orjson.dumps({"mode": found.mode, "results": found.results}, default=str).decode())
+
+
+@router.get("/users/search", response_model=SearchPage, responses=ERRORS, summary="Find users")
+async def search_users(auth: Reader, request: Request, q: SearchText = "", limit: SearchLimit = 50) -> Response:
+    """By identifier prefix (any source) or e-mail prefix, by data (`plan=pro`, `{"plan": "pro"}`: JSONB
+    containment) or id; an empty `q` lists the newest users. Each way is one bounded index scan."""
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _search_answer(await search.users(conn, auth.project_id, q, limit))
+        except search.SearchError as exc:
+            raise ProblemError(400, str(exc)) from None
+
+
+@router.get("/organizations/search", response_model=SearchPage, responses=ERRORS, summary="Find organizations")
+async def search_organizations(auth: Reader, request: Request, q: SearchText = "", limit: SearchLimit = 50) -> Response:
+    """By identifier or name prefix, data or id, as for users."""
+    async with request.app.state.pool.connection() as conn:
+        try:
+            return _search_answer(await search.organizations(conn, auth.project_id, q, limit))
+        except search.SearchError as exc:
+            raise ProblemError(400, str(exc)) from None
 
 
 @router.get("/users/{user_id}", response_model=UserDetail, responses=READ_ERRORS, summary="A user by id")

@@ -24,6 +24,15 @@ from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
 from lunogram_server.config import AccessSettings
+from lunogram_server.console import accounts
+from lunogram_server.console.access import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    allowed,
+    csrf_matches,
+    required_role,
+)
 from lunogram_server.http.problems import ProblemError
 from lunogram_server.projects.service import ApiKeyAuth, Permission, key_format_error, verify_key
 
@@ -204,15 +213,52 @@ _SCOPE_KEY = "lunogram.auth"
 
 
 async def authenticate(request: Request) -> ApiKeyAuth:
-    """The request's verified key (401, 429 otherwise); verified once per request, kept in the ASGI scope."""
+    """The request's verified key (401, 429 otherwise), or for /api/admin without a key, its console
+    session (401, 403); verified once per request, kept in the ASGI scope."""
     known: ApiKeyAuth | None = request.scope.get(_SCOPE_KEY)
     if known is not None:
         return known
-    key = bearer_key(request)
-    cache: KeyCache = request.app.state.key_cache
-    auth = await cache.verify(key, request.scope.get("client"))
+    if (
+        SESSION_COOKIE in request.cookies
+        and not request.headers.get("authorization")
+        and request.url.path.startswith("/api/admin/")
+    ):
+        auth = await session_auth(request)
+    else:
+        key = bearer_key(request)
+        cache: KeyCache = request.app.state.key_cache
+        auth = await cache.verify(key, request.scope.get("client"))
     request.scope[_SCOPE_KEY] = auth
     return auth
+
+
+async def session_auth(request: Request) -> ApiKeyAuth:
+    """A console session calling the admin API: alive (401), with a project and a role there that allows
+    the request (403, console/access.py), and for a change, the session's CSRF token in `X-CSRF-Token`
+    (403). The session acts with every permission its role allows in its current project."""
+    settings = request.app.state.settings.console
+    async with request.app.state.pool.connection() as conn:
+        found = await accounts.session(conn, settings, request.cookies[SESSION_COOKIE])
+    if found is None:
+        raise ProblemError(401, "console session: signed out or expired; sign in again at /console/login")
+    if found.project_id is None or found.role is None:
+        raise ProblemError(403, "console session: no project chosen that this account has a role in")
+    method = request.method.upper()
+    if method not in SAFE_METHODS and not csrf_matches(found.csrf_token, request.headers.get(CSRF_HEADER)):
+        raise ProblemError(403, "X-CSRF-Token: missing or not this console session's token")
+    needed = required_role(method, request.url.path)
+    if not allowed(found.role, needed):
+        raise ProblemError(
+            403, f"console role: a {found.role} of this project may not do this ({method}); it needs {needed} or above"
+        )
+    return ApiKeyAuth(
+        key_id=found.id,
+        project_id=found.project_id,
+        kind="session",
+        permissions=frozenset(Permission),
+        role=found.role,
+        console_user_id=found.user_id,
+    )
 
 
 def check_permission(auth: ApiKeyAuth, permission: Permission) -> None:
@@ -255,7 +301,8 @@ Reader = Annotated[ApiKeyAuth, Depends(require(Permission.READ))]
 
 
 async def _secret_only(auth: Annotated[ApiKeyAuth, Depends(authenticate)]) -> ApiKeyAuth:
-    if auth.kind != "secret":
+    """A secret key, or a console session (whose role authenticate() has checked for this request)."""
+    if auth.kind not in ("secret", "session"):
         raise ProblemError(403, "this operator action needs a secret key")
     return auth
 

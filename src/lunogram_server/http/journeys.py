@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from lunogram_server.http.auth import Operator
@@ -63,6 +63,21 @@ async def get_journey(journey_id: UUID, auth: Operator, request: Request) -> Res
         found = await journeys.detail(conn, auth.project_id, journey_id)
     if found is None:
         raise ProblemError(404, f"journey {journey_id}: not found in this project")
+    return _json(found)
+
+
+@router.get(
+    "/journeys/{journey_id}/versions/{version}",
+    responses=FOUND,
+    summary="One version of a journey: its graph and when it was published (null: the draft)",
+)
+async def get_journey_version(
+    journey_id: UUID, version: Annotated[int, Path(ge=1, le=2_147_483_647)], auth: Operator, request: Request
+) -> Response:
+    async with request.app.state.pool.connection() as conn:
+        found = await journeys.version_of(conn, auth.project_id, journey_id, version)
+    if found is None:
+        raise ProblemError(404, f"journey {journey_id}: no version {version} in this project")
     return _json(found)
 
 

@@ -24,6 +24,8 @@ from lunogram_server.lists.models import (
     MemberChange,
     MemberCount,
     MemberPage,
+    PreviewCount,
+    PreviewList,
     UpdateList,
 )
 from lunogram_server.projects.service import Permission
@@ -58,6 +60,23 @@ async def create_list(auth: Operator, request: Request) -> Response:
             return json_response(await lists.create(conn, auth.project_id, body), 201)
         except lists.RuleError as exc:
             raise _refuse(exc) from None
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewCount,
+    responses=ERRORS,
+    openapi_extra=body_schema(PreviewList),
+    summary="Count the users a rule matches now, without saving it (at most 1,000,000; 10 s at most)",
+)
+async def preview_list(auth: Operator, request: Request) -> Response:
+    _, body = await accept(request, Permission.READ, PreviewList)
+    async with request.app.state.pool.connection() as conn:
+        try:
+            counted = await lists.preview(conn, auth.project_id, body.rule, body.list_id)
+        except lists.RuleError as exc:
+            raise _refuse(exc) from None
+    return json_response(PreviewCount(**counted).model_dump_json())
 
 
 @router.get("", response_model=list[ListSummary], responses=ERRORS, summary="Lists, newest first")

@@ -14,7 +14,6 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from lunogram_server.http.auth import Operator
@@ -41,9 +40,6 @@ from lunogram_server.messaging.templates import (
     Channel,
     RenderError,
     SourceProblem,
-    UserContext,
-    message_context,
-    render,
 )
 from lunogram_server.projects.service import Permission
 
@@ -54,10 +50,6 @@ FOUND_ERRORS: dict[int | str, dict[str, str]] = {**ERRORS, 404: PROBLEM}
 SAVE_ERRORS: dict[int | str, dict[str, str]] = {**FOUND_ERRORS, 409: PROBLEM}
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
-
-# What `unsubscribe_url` and `preferences_url` are in a preview: the real ones are signed per send.
-PREVIEW_UNSUBSCRIBE_URL = "https://preview.invalid/unsubscribe"
-PREVIEW_PREFERENCES_URL = "https://preview.invalid/preferences"
 
 
 def _missing(template_id: UUID) -> ProblemError:
@@ -195,26 +187,23 @@ async def preview_template(template_id: UUID, auth: Operator, request: Request) 
         template = await service.definition(conn, auth.project_id, template_id)
         if template is None:
             raise _missing(template_id)
-        subject = await service.preview_subject(conn, auth.project_id, user_id=body.user_id, identifiers=body.user)
-        if subject is None:
-            named = str(body.user_id) if body.user_id is not None else "named by these identifiers"
-            raise ProblemError(404, f"user: no user {named} in this project")
-        snippets = await service.snippets_for(conn, auth.project_id, sorted(template.snippets))
-    context = message_context(
-        UserContext.from_profile(subject.user),
-        organization=subject.organization,
-        event=body.event,
-        run=body.run,
-        unsubscribe_url=PREVIEW_UNSUBSCRIBE_URL,
-        preferences_url=PREVIEW_PREFERENCES_URL,
-        data=body.data,
-    )
-    locale = body.locale if body.locale is not None else subject.user.get("locale")
-    try:
-        rendered = await run_in_threadpool(render, template, locale, context, snippets)
-    except RenderError as exc:
-        raise ProblemError(422, str(exc)) from None
-    return json_response(RenderedMessage(user_id=subject.user["id"], **rendered.as_dict()).model_dump_json())
+        try:
+            user_id, rendered = await service.preview(
+                conn,
+                auth.project_id,
+                template,
+                user_id=body.user_id,
+                identifiers=body.user,
+                locale=body.locale,
+                data=body.data,
+                event=body.event,
+                run=body.run,
+            )
+        except service.PreviewUserMissing as exc:
+            raise ProblemError(404, f"user: no user {exc} in this project") from None
+        except RenderError as exc:
+            raise ProblemError(422, str(exc)) from None
+    return json_response(RenderedMessage(user_id=user_id, **rendered.as_dict()).model_dump_json())
 
 
 # --- snippets ---------------------------------------------------------------------------------------------------

@@ -101,6 +101,14 @@ async def detail(conn: AsyncConnection[Any], project_id: UUID, journey_id: UUID)
     return None if row is None else dict(row["journey"])
 
 
+async def version_of(
+    conn: AsyncConnection[Any], project_id: UUID, journey_id: UUID, version: int
+) -> dict[str, Any] | None:
+    """One version: {journey_id, version, graph, published_at, created_at, updated_at}, or None."""
+    result = await fetch_scalar(conn, Q["version_of"], {"project_id": project_id, "id": journey_id, "version": version})
+    return None if result is None else dict(result)
+
+
 async def page(conn: AsyncConnection[Any], project_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
     cursor = await conn.execute(Q["page"], {"project_id": project_id, "limit": limit, "offset": offset})
     return [row[0] for row in await cursor.fetchall()]

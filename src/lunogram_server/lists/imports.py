@@ -158,6 +158,12 @@ async def detail(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, im
     return result
 
 
+async def recent(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, limit: int = 10) -> str:
+    """The list's latest imports (newest first) as a JSON array, without their errors."""
+    params = {"project_id": project_id, "list_id": list_id, "limit": limit}
+    return str(await fetch_scalar(conn, Q["recent"], params))
+
+
 async def apply_one_chunk(conn: AsyncConnection[Any]) -> bool:
     """Apply the next chunk of the oldest unfinished import; False when there is none."""
     async with conn.transaction():

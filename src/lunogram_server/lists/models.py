@@ -38,6 +38,19 @@ class UpdateList(_Strict):
     _name_not_blank = field_validator("name")(_not_blank)
 
 
+class PreviewList(_Strict):
+    """A rule to count users for, as it would be saved (`list_id`: the list it is for, if any, so that a
+    rule referring to that list is refused as saving would)."""
+
+    rule: Node
+    list_id: UUID | None = None
+
+
+class PreviewCount(BaseModel):
+    count: int  # users the rule matches now, at most 1,000,000
+    capped: bool  # true: at least that many
+
+
 class MemberChange(_Strict):
     """Users by their identifiers: each entry names one user (as in the Client API's `identifier`)."""
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors, sql
 from psycopg.types.json import Jsonb
 
 from lunogram_server.db import fetch_scalar, load_queries
 from lunogram_server.identity import normalize
 from lunogram_server.lists.models import CreateList, MemberChange, UpdateList
-from lunogram_server.lists.rules import Node, check_tree, event_names, uses_profile, uses_time
+from lunogram_server.lists.rules import Node, check_tree, compile_rule, event_names, uses_profile, uses_time
 
 Q = load_queries("lunogram_server.lists")
 
@@ -122,6 +122,29 @@ async def update(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID, bo
         return await detail(conn, project_id, list_id)
 
 
+PREVIEW_CAP = 1_000_000  # users counted at most by a preview; more answers `capped`
+PREVIEW_TIMEOUT_MS = 10_000
+
+
+async def preview(
+    conn: AsyncConnection[Any], project_id: UUID, rule: Node, own_id: UUID | None = None
+) -> dict[str, Any]:
+    """How many of the project's users `rule` matches now, without saving anything: `{count, capped}`,
+    counting at most PREVIEW_CAP users, within PREVIEW_TIMEOUT_MS (else RuleError). The same predicate the
+    list's members are computed with (rules.compile_rule); a rule that cannot be saved is a RuleError."""
+    await _rule_params(conn, project_id, rule, own_id)
+    statement = sql.SQL(Q["preview_count"]).format(predicate=compile_rule(rule, "u"))
+    params = {"project_id": project_id, "cap": PREVIEW_CAP, "now": datetime.now(UTC)}
+    try:
+        async with conn.transaction():
+            await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PREVIEW_TIMEOUT_MS)))
+            row = await (await conn.execute(statement, params)).fetchone()
+            count = int(row[0]) if row else 0
+    except errors.QueryCanceled:
+        raise RuleError(f"rule: counting its users took longer than {PREVIEW_TIMEOUT_MS // 1000} s") from None
+    return {"count": count, "capped": count >= PREVIEW_CAP}
+
+
 async def kind_of(conn: AsyncConnection[Any], project_id: UUID, list_id: UUID) -> str | None:
     """'static', 'rule', or None when the list does not exist; locks the list (FOR SHARE) till commit."""
     result: str | None = await fetch_scalar(conn, Q["kind_of"], {"project_id": project_id, "list_id": list_id})
@@ -146,6 +169,14 @@ async def members(conn: AsyncConnection[Any], list_id: UUID, limit: int, before:
         "before_id": before[1] if before else None,
     }
     return str(await fetch_scalar(conn, Q["members_page"], params))
+
+
+async def of_user(
+    conn: AsyncConnection[Any], project_id: UUID, user_id: UUID, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The lists the user is in (id, name, kind, joined_at), newest membership first."""
+    cursor = await conn.execute(Q["lists_of_user"], {"project_id": project_id, "user_id": user_id, "limit": limit})
+    return [{"id": i, "name": n, "kind": k, "joined_at": at} for i, n, k, at in await cursor.fetchall()]
 
 
 async def change_members(

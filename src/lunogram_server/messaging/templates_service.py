@@ -8,6 +8,7 @@ template or snippet names it: the two cannot cross, so a saved template never na
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,16 @@ from lunogram_server.messaging.templates import (
     Channel,
     Checked,
     Content,
+    Rendered,
     SourceProblem,
     TemplateDefinition,
+    UserContext,
     canonical_locale,
     check_source,
     check_variants,
     external_id_of,
+    message_context,
+    render,
 )
 
 Q = load_queries("lunogram_server.messaging", "templates.sql")
@@ -302,6 +307,65 @@ async def preview_subject(
     if organization is not None:
         organization["external_id"] = external_id_of(organization["identifiers"])
     return PreviewSubject(user, organization)
+
+
+class PreviewUserMissing(LookupError):
+    """The user a preview names is not in the project (nothing is created)."""
+
+
+# What `unsubscribe_url` and `preferences_url` are in a preview: the real ones are signed per send.
+PREVIEW_UNSUBSCRIBE_URL = "https://preview.invalid/unsubscribe"
+PREVIEW_PREFERENCES_URL = "https://preview.invalid/preferences"
+
+
+async def preview(
+    conn: AsyncConnection[Any],
+    project_id: UUID,
+    template: TemplateDefinition,
+    *,
+    user_id: UUID | None = None,
+    identifiers: list[ExternalID] | None = None,
+    locale: str | None = None,
+    data: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> tuple[UUID, Rendered]:
+    """`template` (saved, or not yet: the console's live preview) rendered for a user as a send would,
+    in a worker thread; the locale defaults to the user's. PreviewUserMissing, or RenderError."""
+    subject = await preview_subject(conn, project_id, user_id=user_id, identifiers=identifiers)
+    if subject is None:
+        raise PreviewUserMissing(str(user_id) if user_id is not None else "named by these identifiers")
+    snippets = await snippets_for(conn, project_id, sorted(template.snippets))
+    context = message_context(
+        UserContext.from_profile(subject.user),
+        organization=subject.organization,
+        event=event,
+        run=run,
+        unsubscribe_url=PREVIEW_UNSUBSCRIBE_URL,
+        preferences_url=PREVIEW_PREFERENCES_URL,
+        data=data,
+    )
+    chosen = locale if locale is not None else subject.user.get("locale")
+    rendered = await asyncio.to_thread(render, template, chosen, context, snippets)
+    return UUID(str(subject.user["id"])), rendered
+
+
+async def unsaved_definition(
+    conn: AsyncConnection[Any],
+    project_id: UUID,
+    channel: Channel,
+    variants: Mapping[str, Mapping[str, Any]],
+    default_locale: str | None,
+) -> TemplateDefinition:
+    """A template from source not saved yet, checked as a save would check it (ShapeError, TemplateInvalid)."""
+    parsed = parse_variants(channel, variants)
+    checked = await _checked_variants(conn, project_id, channel, parsed)
+    return TemplateDefinition(
+        channel=channel,
+        variants=parsed,
+        default_locale=_default_locale(default_locale, parsed),
+        snippets=frozenset(checked.snippet_names),
+    )
 
 
 # --- snippets -------------------------------------------------------------------------------------------------

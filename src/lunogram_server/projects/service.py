@@ -39,12 +39,15 @@ WIDENABLE = frozenset({Permission.BROADCAST, Permission.DELETE, Permission.READ}
 
 @dataclass(frozen=True)
 class ApiKeyAuth:
-    """What a verified key may do, and in which project."""
+    """What a verified key may do, and in which project. A console session (kind "session") is the
+    session's id, its current project and its user's role there (http/auth.py checks the role)."""
 
     key_id: UUID
     project_id: UUID
-    kind: KeyKind
+    kind: KeyKind | Literal["session"]
     permissions: frozenset[Permission] = field(default_factory=frozenset)
+    role: str | None = None  # sessions: owner, admin, editor or viewer
+    console_user_id: UUID | None = None  # sessions: who
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,18 @@ async def revoke_key(conn: AsyncConnection[Any], key: str) -> list[dict[str, Any
         return await cur.fetchall()
 
 
+async def revoke_project_key(conn: AsyncConnection[Any], project_id: UUID, key_id: UUID) -> bool:
+    """Revoke one active key of the project; False when it has no such active key."""
+    cursor = await conn.execute(Q["revoke_project_key"], {"project_id": project_id, "key_id": key_id})
+    return cursor.rowcount == 1
+
+
+async def project_by_id(conn: AsyncConnection[Any], project_id: UUID) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(Q["project_by_id"], {"project_id": project_id})
+        return await cur.fetchone()
+
+
 async def verify_key(conn: AsyncConnection[Any], key: str) -> ApiKeyAuth | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(Q["find_active_key"], {"key_hash": hash_key(key)})
@@ -229,4 +244,6 @@ async def bootstrap(
 
 
 def describe(auth: ApiKeyAuth) -> str:
+    if auth.kind == "session":
+        return f"console session {auth.key_id} ({auth.role}) of project {auth.project_id}"
     return f"{auth.kind} key {auth.key_id} of project {auth.project_id}"

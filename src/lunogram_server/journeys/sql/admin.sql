@@ -28,6 +28,13 @@ SELECT jsonb_build_object(
 ) AS journey
 FROM journeys AS j WHERE j.id = %(id)s AND j.project_id = %(project_id)s
 
+-- name: version_of
+-- One version of a journey (published or the draft), for the editor's read-only view of past versions.
+SELECT jsonb_build_object('journey_id', v.journey_id, 'version', v.version, 'graph', v.graph,
+                          'published_at', v.published_at, 'created_at', v.created_at, 'updated_at', v.updated_at)
+FROM journey_versions AS v JOIN journeys AS j ON j.id = v.journey_id
+WHERE v.journey_id = %(id)s AND j.project_id = %(project_id)s AND v.version = %(version)s
+
 -- name: page
 SELECT jsonb_build_object('id', j.id, 'name', j.name, 'status', j.status, 'live_version', j.live_version,
                           'latest_version', j.latest_version, 'created_at', j.created_at, 'updated_at', j.updated_at)

@@ -53,3 +53,12 @@ UPDATE list_imports SET
     rows = CASE WHEN processed_rows + %(done)s >= jsonb_array_length(rows) THEN '[]'::jsonb ELSE rows END,
     updated_at = now()
 WHERE id = %(import_id)s;
+
+-- name: recent
+-- A list's latest imports, newest first (the list page shows their progress).
+SELECT coalesce(jsonb_agg(jsonb_build_object(
+    'id', i.id, 'status', i.status, 'total_rows', i.total_rows, 'processed_rows', i.imported + i.error_count,
+    'imported', i.imported, 'failed', i.error_count, 'created_at', i.created_at) ORDER BY i.created_at DESC),
+    '[]'::jsonb)::text
+FROM (SELECT * FROM list_imports WHERE list_id = %(list_id)s AND project_id = %(project_id)s
+      ORDER BY created_at DESC LIMIT %(limit)s) AS i;

@@ -86,3 +86,17 @@ SELECT lunogram_list_remove(%(project_id)s, %(list_id)s, ARRAY(
     SELECT DISTINCT r.entity_id
     FROM jsonb_array_elements(%(identifiers)s) AS t(ids),
          LATERAL lunogram_resolve_user(%(project_id)s, t.ids, false) AS r));
+
+-- name: preview_count
+-- Users a rule matches now (the list page's live count while a rule is edited), at most %(cap)s.
+SELECT count(*) FROM (
+    SELECT 1 FROM users AS u WHERE u.project_id = %(project_id)s AND {predicate} LIMIT %(cap)s
+) AS matching;
+
+-- name: lists_of_user
+-- The lists a user is in, newest membership first (a profile page; list_members_user finds them).
+SELECT l.id, l.name, l.kind, m.created_at AS joined_at
+FROM list_members AS m JOIN lists AS l ON l.id = m.list_id
+WHERE m.user_id = %(user_id)s AND l.project_id = %(project_id)s
+ORDER BY m.created_at DESC
+LIMIT %(limit)s;

@@ -31,3 +31,12 @@ RETURNING id, key_prefix;
 
 -- name: find_active_key
 SELECT id, project_id, kind, allow FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
+
+-- name: revoke_project_key
+-- Revoke one key of a project by id (the admin API and the console).
+UPDATE api_keys SET revoked_at = now()
+WHERE id = %(key_id)s AND project_id = %(project_id)s AND revoked_at IS NULL
+RETURNING id, key_prefix;
+
+-- name: project_by_id
+SELECT id, name, created_at FROM projects WHERE id = %(project_id)s;
