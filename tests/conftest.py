@@ -40,10 +40,33 @@ def pg() -> Iterator[PgCluster]:
         embedded.stop()
 
 
+# Every server this test process started, and the session-wide ones among them (`server`, `other`,
+# `console_server`). The others are stopped when the module that started them ends: an idle test server
+# still polls (tests set fast polls), and the thirty or so a run had kept alive until its end took most of
+# the two cores, slowing every later test.
+STARTED: list[Server] = []
+SESSION_WIDE: set[int] = set()
+
+
+def session_wide(server: Server) -> Server:
+    SESSION_WIDE.add(id(server))
+    return server
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_the_modules_servers() -> Iterator[None]:
+    first = len(STARTED)
+    yield
+    for server in STARTED[first:]:
+        if id(server) not in SESSION_WIDE and server.process is not None and server.process.poll() is None:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def server_factory(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """Start servers on fresh databases (or on a given DATABASE_URL / data dir); all stopped at session end."""
-    started: list[Server] = []
+    """Start servers on fresh databases (or on a given DATABASE_URL / data dir); each stopped at the end of
+    the module that started it (the session-wide ones at session end)."""
+    started = STARTED
 
     def make(database_url: str | None = None, extra_env: dict[str, str] | None = None, start: bool = True) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LUNOGRAM_") and k != "DATABASE_URL"}
@@ -74,7 +97,7 @@ def server_factory(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def server(server_factory: Callable[..., Server]) -> Server:
     """The shared server most tests talk to."""
-    return server_factory()
+    return session_wide(server_factory())
 
 
 @pytest.fixture
@@ -109,7 +132,7 @@ def other(server: Server, server_factory: Callable[..., Server]) -> Server:
         },
     )
     started.public_key, started.secret_key = public, secret
-    return started
+    return session_wide(started)
 
 
 @pytest.fixture
@@ -123,7 +146,9 @@ def b(other: Server) -> Iterator[httpx.Client]:
 def console_server(server_factory: Callable[..., Server]) -> Server:
     """One server for the console's tests (browser and HTTP): its own database, so its banner carries the
     first-owner link; `console_owner` uses that link once."""
-    return server_factory(extra_env={"LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2", "LUNOGRAM_SEND_POLL_SECONDS": "0.2"})
+    return session_wide(
+        server_factory(extra_env={"LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2", "LUNOGRAM_SEND_POLL_SECONDS": "0.2"})
+    )
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +172,28 @@ def browser() -> Iterator[Any]:
 
     with launch_chromium() as launched:
         yield launched
+
+
+# The files that take longest go to the test processes first (they keep a file whole, taking files in this
+# order): left for the end, one of them ran alone on one core while the others had nothing left to do.
+SLOWEST_FILES = (
+    "test_fuzz.py",
+    "test_db_outage.py",
+    "test_workers.py",
+    "test_crash.py",
+    "test_packaging.py",
+    "test_journeys.py",
+    "test_console_browser.py",
+    "test_startup.py",
+    "test_cli.py",
+    "test_messaging_crash.py",
+    "test_journeys_crash.py",
+    "test_lifecycle.py",
+    "test_permissions.py",
+    "test_editor_browser.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))

@@ -223,14 +223,17 @@ class Load:
         tally.send(lambda: client.get("/admin/users", params={"external_id": external_id}), ok=(404,))
 
     def _poll_readyz(self) -> None:
+        # one kept client: a new one per request (its TLS context alone) took long enough on a loaded machine
+        # that a short outage (serve restarts its PostgreSQL within a second or two) could fall between polls
         try:
-            while not self.stop.is_set():
-                try:
-                    status = httpx.get(f"{self.server.root_url}/readyz", timeout=CLIENT_TIMEOUT).status_code
-                except httpx.HTTPError:
-                    status = -1
-                self.readyz.append((time.monotonic(), status))
-                time.sleep(0.05)
+            with httpx.Client(base_url=self.server.root_url, timeout=CLIENT_TIMEOUT) as client:
+                while not self.stop.is_set():
+                    try:
+                        status = client.get("/readyz").status_code
+                    except httpx.HTTPError:
+                        status = -1
+                    self.readyz.append((time.monotonic(), status))
+                    self.stop.wait(0.02)
         except BaseException as exc:
             self.failures.append(exc)
 

@@ -30,6 +30,7 @@ from lunogram_server.journeys import webhooks
 from lunogram_server.journeys.engine import Advance, JourneyInfo, Q, Run, Taken, WebhookCall, record_steps
 from lunogram_server.journeys.graphs import GRAPHS
 from lunogram_server.journeys.models import Webhook
+from lunogram_server.netcheck import parse_networks
 from lunogram_server.reactions import LoopContext
 
 log = structlog.get_logger("lunogram.journeys")
@@ -55,7 +56,7 @@ class Runner:
         self.config = config or JourneySettings()
         self.clock = clock
         self.wakeup = wakeup
-        self.allowed = webhooks.parse_networks(self.config.webhook_allowed_networks)
+        self.allowed = parse_networks(self.config.webhook_allowed_networks)
         self._calls: set[asyncio.Task[None]] = set()
         self._calling = asyncio.Semaphore(self.config.webhook_concurrency)
         self._client: httpx.AsyncClient | None = None

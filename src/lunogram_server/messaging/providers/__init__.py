@@ -48,8 +48,8 @@ from lunogram_server.messaging.providers.base import (
     WebPushKeys,
     first_error,
 )
-from lunogram_server.messaging.providers.netcheck import Network, parse_networks
 from lunogram_server.messaging.providers.webpush import generate_vapid_keys
+from lunogram_server.netcheck import Network, parse_networks
 
 __all__ = [
     "CHANNELS",

@@ -29,7 +29,7 @@ from lunogram_server.messaging.providers.base import (
     http_outcome,
     network_outcome,
 )
-from lunogram_server.messaging.providers.netcheck import Network, Refused, resolve
+from lunogram_server.netcheck import Network, Refused, resolve
 
 MAX_RESPONSE_BYTES = 64 * 1024
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})

@@ -35,7 +35,7 @@ from lunogram_server.messaging.providers.base import (
     http_outcome,
 )
 from lunogram_server.messaging.providers.jwt import b64url, b64url_decode
-from lunogram_server.messaging.providers.netcheck import Network, Refused, resolve
+from lunogram_server.netcheck import Network, Refused, resolve
 
 # push services take bodies of at most 4096 bytes: the aes128gcm header (16 salt, 4 record size, 1 + 65 key
 # id) and one record holding the payload, its padding delimiter (1) and GCM tag (16)
