@@ -64,7 +64,9 @@ def test_the_fast_builder_makes_the_message_the_email_package_makes(
     assert _words(str(fast["Subject"])) == _words(subject)
     sender = fast["From"].addresses[0]
     assert sender.addr_spec == "news@shop.example"
-    assert _words(sender.display_name) == _words(name or "")
+    # the email package's parser may put a space where one encoded word of a display name ends and the next
+    # begins (its own builder's messages read back the same way): the characters must be the name's
+    assert "".join(sender.display_name.split()) == "".join((name or "").split())
     for header in ("To", "Reply-To", "Message-ID", "List-Unsubscribe-Post"):
         assert str(fast[header]) == str(slow[header]), header
     # the email package folds before a first word too long for the header's line, and its parser then

@@ -294,7 +294,9 @@ def test_sighup_replaces_each_worker_on_its_own_socket_and_sigttou_is_refused(
     server.process.send_signal(signal.SIGHUP)
     after = wait_until(
         lambda: (now := workers_of(parent)) and len(now) == 2 and not set(now) & set(before) and now,
-        timeout=40,
+        # one at a time, each new worker importing the app before the next old one goes: 15 s alone, over 40 s
+        # on two cores shared with two other test processes
+        timeout=120,
         what="both workers to be replaced",
     )
     tracker.saw(server)
