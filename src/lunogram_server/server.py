@@ -284,6 +284,10 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Started) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        # how long a replacement worker (SIGHUP, or after a crash) may take to be ready before uvicorn keeps the
+        # old one and gives the restart up: its default of 5 s was less than a worker's start on two busy cores
+        # (importing the app alone takes ~1.5 s on an idle one), and the reload then did not happen, silently
+        timeout_worker_healthcheck=60,
         **_uvicorn_options(settings),
     )
     _refuse_a_port_in_use(settings.host, settings.port)
