@@ -284,10 +284,6 @@ def _serve_workers(settings: Settings, conninfo: str, boot: Started) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        # how long a replacement worker (SIGHUP, or after a crash) may take to be ready before uvicorn keeps the
-        # old one and gives the restart up: its default of 5 s was less than a worker's start on two busy cores
-        # (importing the app alone takes ~1.5 s on an idle one), and the reload then did not happen, silently
-        timeout_worker_healthcheck=60,
         **_uvicorn_options(settings),
     )
     _refuse_a_port_in_use(settings.host, settings.port)
@@ -336,6 +332,9 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+REPLACEMENT_READY_SECONDS = 60  # how long a SIGHUP replacement worker may take to be ready
+
+
 class _OneSocketEach(Multiprocess):
     """uvicorn's supervisor, starting each worker on its own socket (see _reuse_port_socket).
 
@@ -355,7 +354,16 @@ class _OneSocketEach(Multiprocess):
         self._each_alone(super().keep_subprocess_alive)
 
     def restart_all(self) -> None:
-        self._each_alone(super().restart_all)
+        # uvicorn waits `timeout_worker_healthcheck` (5 s) for a replacement to be ready, then keeps the old
+        # worker and gives the reload up: less than a worker's start on two busy cores (importing the app
+        # alone takes ~1.5 s on an idle one). The same setting bounds each health ping of a running worker,
+        # which should stay short, so only the reload gets longer.
+        ping_seconds = self.config.timeout_worker_healthcheck
+        self.config.timeout_worker_healthcheck = REPLACEMENT_READY_SECONDS
+        try:
+            self._each_alone(super().restart_all)
+        finally:
+            self.config.timeout_worker_healthcheck = ping_seconds
 
     def _each_alone(self, step: Callable[[], None]) -> None:
         sockets, processes = self.sockets, self.processes
