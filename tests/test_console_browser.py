@@ -436,6 +436,8 @@ def _campaign_with_sends(owner: Page, api: httpx.Client, url: str) -> str:
     owner.get_by_label("Template (its channel)").select_option(template.json()["id"])
     owner.get_by_role("button", name="Create").click()
     owner.get_by_role("button", name="Schedule").click()
+    # the form's POST and redirect are a navigation: a reload while it is in flight finds no page to reload
+    expect(owner.get_by_role("status")).to_contain_text("sending now")
 
     def sent() -> bool:
         owner.reload()

@@ -182,4 +182,6 @@ def to_bytes(mail: Email, message_id: str) -> bytes:
         body = start + _part("plain", mail.text) + start + _part("html", mail.html) + f"\r\n--{boundary}--\r\n".encode()
         return "\r\n".join(head).encode() + b"\r\n\r\n" + body
     subtype, content = ("plain", mail.text) if mail.text is not None else ("html", mail.html or "")
-    return "\r\n".join(head).encode() + b"\r\n" + _part(subtype, content) + b"\r\n"
+    part = _part(subtype, content)
+    # the body ends with one line end, as the email package's: a text that ends with one gets no second
+    return "\r\n".join(head).encode() + b"\r\n" + part + (b"" if part.endswith(b"\r\n") else b"\r\n")
