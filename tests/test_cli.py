@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from helpers import PgCluster, Server, ident, uid, wait_until
-from lunogram_server.db.migrate import migration_files
+from lunogram_server.db.migrate import code_fingerprint, migration_files
 
 KEY = re.compile(r"\b((?:pk|sk)_[A-Za-z0-9_-]+)")
 
@@ -265,3 +265,30 @@ def test_migrate_is_idempotent(pg: PgCluster) -> None:
             applied = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
             assert applied == expected
             assert conn.execute("SELECT to_regclass('api_keys')").fetchone() == ("api_keys",)
+
+
+def test_commands_reinstall_routines_only_when_other_code_installed_them(pg: PgCluster) -> None:
+    database_url = pg.new_database()
+    assert lunogram("migrate", database_url=database_url).code == 0
+
+    def installed() -> tuple[str, object, int]:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT fingerprint, installed_at FROM schema_routines").fetchone()
+            assert row is not None
+            functions = conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'lunogram_%'").fetchone()
+            assert functions is not None
+            return row[0], row[1], functions[0]
+
+    fingerprint, at, functions = installed()
+    assert fingerprint == code_fingerprint()
+    assert functions > 50
+    assert lunogram("projects", "list", database_url=database_url).code == 0
+    assert installed() == (fingerprint, at, functions)  # the same code installed them: left alone
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE schema_routines SET fingerprint = 'an older release'")
+        conn.execute("DROP FUNCTION lunogram_merge_users")
+    assert lunogram("projects", "list", database_url=database_url).code == 0
+    again, later, restored = installed()
+    assert again == fingerprint
+    assert later != at  # installed again, the dropped function with them
+    assert restored == functions

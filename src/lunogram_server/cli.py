@@ -47,13 +47,13 @@ def _settings(data_dir: Path | None = None, database_url: str | None = None, **m
 @contextmanager
 def _one_line_failures(settings: Settings) -> Iterator[None]:
     """A failure becomes one line on stderr and exit status 1; LUNOGRAM_LOG_LEVEL=debug adds the traceback."""
-    from lunogram_server.server import describe_failure
-
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
         raise
     except Exception as exc:
+        from lunogram_server.server import describe_failure  # imports the whole app: only when it is needed
+
         typer.echo(f"error: {describe_failure(exc, settings)}", err=True)
         if settings.log_level.lower() == "debug":
             raise
