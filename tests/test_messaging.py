@@ -274,6 +274,14 @@ def test_quiet_hours_defer_and_frequency_caps_hold_across_journeys(
     )
     assert statuses == [("sent", None), ("skipped", "frequency cap: 1 per 86400 s")]
     assert mc.put("/admin/messaging/settings", json={}).status_code == 200
+    # quiet hours are wall-clock times: an offset is refused, naming the field (one past +-15:59 was a 500)
+    before = mc.get("/admin/messaging/settings").json()
+    for bad in ("00:25:39+16:45", "22:00Z", "22:00+02:00"):
+        refused = mc.put("/admin/messaging/settings", json={"quiet_start": bad, "quiet_end": "07:00"})
+        assert refused.status_code == 400, refused.text
+        assert "quiet_start" in refused.json()["detail"]
+        assert "without an offset" in refused.json()["detail"]
+    assert mc.get("/admin/messaging/settings").json() == before
 
 
 def test_temporary_failures_are_retried_and_permanent_ones_recorded(

@@ -105,6 +105,7 @@ class MessagingSettings:
     poll_seconds: float = 1.0
     lease_seconds: float = 60.0
     send_concurrency: int = 64
+    render_processes: int = 1
     max_attempts: int = 6
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
@@ -301,6 +302,11 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ),
     ("LUNOGRAM_SEND_CONCURRENCY", "64", "provider calls in flight per sender"),
     (
+        "LUNOGRAM_RENDER_PROCESSES",
+        "1",
+        "child processes that render a sender's batches of 64 messages or more (0: render in a thread)",
+    ),
+    (
         "LUNOGRAM_SEND_MAX_ATTEMPTS",
         "6",
         "tries of a message a provider keeps refusing for a while (429, 5xx), then failed",
@@ -413,6 +419,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         poll_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_POLL_SECONDS", me.poll_seconds))),
         lease_seconds=max(1.0, float(env.get("LUNOGRAM_SEND_LEASE_SECONDS", me.lease_seconds))),
         send_concurrency=max(1, int(env.get("LUNOGRAM_SEND_CONCURRENCY", me.send_concurrency))),
+        render_processes=max(0, int(env.get("LUNOGRAM_RENDER_PROCESSES", me.render_processes))),
         max_attempts=max(1, int(env.get("LUNOGRAM_SEND_MAX_ATTEMPTS", me.max_attempts))),
         retry_base_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_RETRY_BASE_SECONDS", me.retry_base_seconds))),
         retry_max_seconds=max(0.01, float(env.get("LUNOGRAM_SEND_RETRY_MAX_SECONDS", me.retry_max_seconds))),

@@ -1,11 +1,21 @@
-"""Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking."""
+"""Messaging: channels and their providers, templates, the outbox and its senders, subscriptions and tracking.
 
-from lunogram_server.messaging.campaigns import campaign_loop
-from lunogram_server.messaging.loops import CHANNEL, sender_loop
-from lunogram_server.reactions import USER_MERGED, USERS_DELETED, Reactions
+This package's import is light: a render process (render_pool.py) imports the templates and nothing of the
+senders, campaigns or journeys; the server imports those when it registers them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lunogram_server.reactions import Reactions
 
 
 def register(reactions: Reactions) -> None:
+    from lunogram_server.messaging.campaigns import campaign_loop
+    from lunogram_server.messaging.loops import CHANNEL, sender_loop
+    from lunogram_server.reactions import USER_MERGED, USERS_DELETED
+
     reactions.on(USER_MERGED, "lunogram_messaging_on_user_merged")
     reactions.on(USERS_DELETED, "lunogram_messaging_on_users_deleted")
     reactions.loop(

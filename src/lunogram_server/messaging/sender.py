@@ -6,7 +6,8 @@ A batch goes in two transactions around the network:
    and decide each one: its user, address, subscription (marketing groups can be left; transactional ones
    cannot), suppressed addresses, the project's frequency caps and quiet hours (marketing only, in the
    user's timezone), the provider. Messages that will not go are settled here (skipped, deferred, failed);
-   the others are rendered (in a thread: rendering is CPU) and marked `sending` under a lease. Commit.
+   the others are rendered (CPU: in child processes for a large batch, else a thread; render_pool.py) and
+   marked `sending` under a lease. Commit.
 2. Send them, concurrently, at each provider's rate; then record each answer for the attempt it answers
    (sent, retried later with backoff, failed), with its `message.*` event into the event pipeline, in one
    transaction per chunk.
@@ -43,6 +44,7 @@ from lunogram_server.messaging.crypto import Keyring
 from lunogram_server.messaging.links import Links
 from lunogram_server.messaging.providers import Device, Message, Outcome, Provider
 from lunogram_server.messaging.providers_service import ProviderRegistry, ProviderSettings
+from lunogram_server.messaging.render_pool import RenderPool
 from lunogram_server.messaging.templates import (
     Rendered,
     RenderedEmail,
@@ -54,7 +56,6 @@ from lunogram_server.messaging.templates import (
     TemplateDefinition,
     UserContext,
     message_context,
-    render,
 )
 
 Q = load_queries("lunogram_server.messaging", "outbox.sql")
@@ -148,6 +149,7 @@ class Sender:
         *,
         clock: Clock = utc_now,
         wakeup: asyncio.Event | None = None,
+        renderer: RenderPool | None = None,
     ) -> None:
         self.pool = pool
         self.config = config
@@ -156,6 +158,7 @@ class Sender:
         self.base_url = base_url
         self.clock = clock
         self.wakeup = wakeup
+        self.renderer = renderer or RenderPool(0)
         self.limiter = RateLimiter()
         self._links: Links | None = None
         self._calls = asyncio.Semaphore(config.send_concurrency)
@@ -315,7 +318,7 @@ class Sender:
                 continue
             to_render.append((message, template, person.context_user(), targets, address))
         jobs = [(t, u.locale, self._context(links, m, u), snippets[m.project_id]) for m, t, u, _, _ in to_render]
-        rendered = await _render_all(jobs)
+        rendered = await self.renderer.render(jobs)
         for (message, _, _, targets, address), job, result in zip(to_render, jobs, rendered, strict=True):
             if isinstance(result, RenderError):
                 decisions.settle(message, "failed", f"template: {result}")
@@ -615,28 +618,6 @@ async def _devices(conn: AsyncConnection[Any], claimed: list[Claimed], users: li
     for project_id in projects:
         found.update(await devices.devices_of(conn, project_id, users))
     return found
-
-
-_RENDER_IN_THREAD_AT = 16
-
-
-async def _render_all(
-    jobs: Sequence[tuple[TemplateDefinition, str | None, dict[str, Any], dict[str, str]]],
-) -> list[Rendered | RenderError]:
-    """Renders, in a worker thread when there are more than a few: rendering is CPU (ms per email)."""
-
-    def work() -> list[Rendered | RenderError]:
-        out: list[Rendered | RenderError] = []
-        for template, locale, context, snippets in jobs:
-            try:
-                out.append(render(template, locale, context, snippets))
-            except RenderError as exc:
-                out.append(exc)
-        return out
-
-    if len(jobs) >= _RENDER_IN_THREAD_AT:
-        return await asyncio.to_thread(work)
-    return work()
 
 
 def _tracked(html: str, message_id: UUID, links: Links) -> str:

@@ -73,6 +73,15 @@ class Rules(_Strict):
             raise ValueError(f"{value!r} is not an IANA timezone")
         return value
 
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _local(cls, value: time | None) -> time | None:
+        # a wall-clock time in each user's timezone: an offset would mean nothing (and one past +-15:59
+        # was a 500 from the database's `time` column)
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("a local time (HH:MM) without an offset: quiet hours are in each user's timezone")
+        return value
+
 
 class Send(_Strict):
     """The transactional send: `template_id` to the user `identifier` names (created if unknown, as every
