@@ -22,4 +22,10 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --quiet "${specs[@]}"
         echo "$want" > "$stamp"
     fi
+    # Byte-compile the project's own sources (pip compiles what it installs, not an editable project's):
+    # with PYTHONDONTWRITEBYTECODE set, as it is in many containers, every process otherwise compiled ~130
+    # modules at start, 0.4 s of CPU per server, CLI command and test server. Only stale files are redone.
+    local sources=("$ROOT/src")
+    if [ -d "$ROOT/sdk/python/src" ]; then sources+=("$ROOT/sdk/python/src"); fi
+    "$VENV/bin/python" -m compileall -q -j 0 "${sources[@]}" >/dev/null
 }
