@@ -12,7 +12,7 @@ import httpx
 import psycopg
 from argon2 import PasswordHasher
 
-from helpers import Server, wait_until
+from helpers import Server, loopback_client, wait_until
 
 OWNER_PASSWORD = "correct horse battery staple"
 _SETUP = re.compile(r"First owner  : (\S+/console/setup/(\S+))")
@@ -65,7 +65,7 @@ class Console:
 
 
 def browser_client(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.root_url, timeout=30, follow_redirects=False)
+    return loopback_client(base_url=server.root_url, timeout=30, follow_redirects=False)
 
 
 def create_owner(server: Server, email: str = "owner@example.com") -> Console:

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from browser_helpers import SCREENSHOTS
 from console_helpers import OWNER_PASSWORD, setup_link
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 from journey_helpers import receiver
 
 DESKTOP = {"width": 1280, "height": 720}
@@ -404,7 +404,7 @@ def test_an_api_key_is_created_used_and_revoked(owner: Page, site: Server) -> No
     key = owner.locator("#new-key").inner_text()
     assert key.startswith("sk_")
     shot(owner, "keys")
-    with httpx.Client(base_url=site.base_url, headers={"Authorization": f"Bearer {key}"}) as client:
+    with loopback_client(base_url=site.base_url, headers={"Authorization": f"Bearer {key}"}) as client:
         assert client.get("/admin/lists").status_code == 200
         owner.goto("/console/keys")
         owner.once("dialog", lambda dialog: dialog.accept())

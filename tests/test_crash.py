@@ -29,7 +29,7 @@ import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
-from helpers import Server, wait_until
+from helpers import Server, loopback_client, wait_until
 
 USERS = 30
 SENDERS = 2
@@ -89,7 +89,7 @@ class Sender:
 
     def run(self) -> None:
         try:
-            with httpx.Client(
+            with loopback_client(
                 base_url=self.server.base_url,
                 headers={"Authorization": f"Bearer {self.server.secret_key}"},
                 timeout=10,

@@ -34,7 +34,7 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 from lunogram_server.db.embedded import EmbeddedPostgres
 
 CLIENT_TIMEOUT = 10.0  # the Go SDK's default
@@ -181,7 +181,7 @@ class Load:
     def _run(self, tally: Tally, loop: Callable[[httpx.Client, Tally], None]) -> None:
         headers = {"Authorization": f"Bearer {self.server.secret_key}"}
         try:
-            with httpx.Client(base_url=self.server.base_url, headers=headers, timeout=CLIENT_TIMEOUT) as client:
+            with loopback_client(base_url=self.server.base_url, headers=headers, timeout=CLIENT_TIMEOUT) as client:
                 while not self.stop.is_set():
                     loop(client, tally)
                     time.sleep(0.01)  # paced a little: 2 cores are shared with the server and PostgreSQL
@@ -226,7 +226,7 @@ class Load:
         # one kept client: a new one per request (its TLS context alone) took long enough on a loaded machine
         # that a short outage (serve restarts its PostgreSQL within a second or two) could fall between polls
         try:
-            with httpx.Client(base_url=self.server.root_url, timeout=CLIENT_TIMEOUT) as client:
+            with loopback_client(base_url=self.server.root_url, timeout=CLIENT_TIMEOUT) as client:
                 while not self.stop.is_set():
                     try:
                         status = client.get("/readyz").status_code

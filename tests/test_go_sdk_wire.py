@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from go_sdk_types import TYPES, GoTime, marshal, unmarshal_problems
-from helpers import Server, uid, wait_until
+from helpers import Server, loopback_client, uid, wait_until
 
 FUTURE = GoTime(datetime.now(UTC).replace(microsecond=0) + timedelta(days=30), nanosecond=123456789)
 AMSTERDAM = timezone(timedelta(hours=2))
@@ -247,7 +247,7 @@ def test_errors_decode_into_api_error(server: Server, client: httpx.Client) -> N
     with server.client("sk_not_a_key_of_anyone") as stranger:
         unknown = call(stranger, "POST", "/client/users", "UpsertUserRequest", {"Identifier": ids(uid())}, status=401)
     decoded(unknown, "APIError")
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": server.public_key}, timeout=30) as public:
+    with loopback_client(base_url=server.base_url, headers={"Authorization": server.public_key}, timeout=30) as public:
         # a bare key (no "Bearer "), and a public key on a route it may not use: 403
         forbidden = call(public, "DELETE", "/client/users", "DeleteUserRequest", {"Identifier": ids(uid())}, status=403)
     decoded(forbidden, "APIError")

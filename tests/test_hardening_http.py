@@ -23,7 +23,7 @@ import orjson
 import psycopg
 import pytest
 
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 from lunogram_server.http.auth import FailureLimiter, client_address
 from lunogram_server.projects.service import create_key
 
@@ -198,7 +198,7 @@ def test_a_flood_of_unknown_keys_is_remembered_bounded_and_evicts_no_known_key(r
         known_lookups = metric(roomy, 'lunogram_key_lookups_total{result="known"}')
         unknown_lookups = metric(roomy, 'lunogram_key_lookups_total{result="unknown"}')
         keys = [f"sk_{secrets.token_urlsafe(24)}" for _ in range(200)]
-        with httpx.Client(base_url=roomy.base_url, timeout=10) as anon:
+        with loopback_client(base_url=roomy.base_url, timeout=10) as anon:
             for key in keys:
                 refused = anon.post(
                     "/client/users", json={"identifier": [ident(uid())]}, headers={"Authorization": f"Bearer {key}"}
@@ -223,7 +223,7 @@ def test_a_flood_of_unknown_keys_is_remembered_bounded_and_evicts_no_known_key(r
 
 def _post_from(source: str, base_url: str, key: str) -> httpx.Response:
     transport = httpx.HTTPTransport(local_address=source)
-    with httpx.Client(base_url=base_url, transport=transport, timeout=30) as c:
+    with loopback_client(base_url=base_url, transport=transport, timeout=30) as c:
         return c.post("/client/users", json={"identifier": [ident(uid())]}, headers={"Authorization": f"Bearer {key}"})
 
 
@@ -244,7 +244,7 @@ def test_a_flood_of_bad_keys_gets_429_and_leaves_real_users_alone(limited: Serve
 
     def flood(count: int) -> list[httpx.Response]:
         transport = httpx.HTTPTransport(local_address=flooder)
-        with httpx.Client(base_url=limited.base_url, transport=transport, timeout=30) as c:
+        with loopback_client(base_url=limited.base_url, transport=transport, timeout=30) as c:
             return [
                 c.post(
                     "/client/users",

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import PgCluster, Server, free_port, ident, uid, wait_until
+from helpers import PgCluster, Server, answers, free_port, ident, loopback_client, uid, wait_until
 from lunogram_server.db.embedded import EmbeddedPostgres
 from messaging_servers import SmtpServer
 
@@ -303,10 +303,7 @@ def test_lunogram_port_is_honoured_without_the_flag(pg: PgCluster, tmp_path: Pat
         def up() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers(f"http://127.0.0.1:{port}/readyz")
 
         wait_until(up, timeout=60, what="serve on LUNOGRAM_PORT")
         wait_until(lambda: "Lunogram is running" in log_path.read_text(), timeout=10, what="banner")
@@ -330,7 +327,7 @@ def _healthz_count(metrics: str) -> float:
 
 
 def test_operations_endpoints_answer(server: Server) -> None:
-    with httpx.Client(base_url=server.root_url, timeout=30) as web:
+    with loopback_client(base_url=server.root_url, timeout=30) as web:
         health = web.get("/healthz")
         assert health.status_code == 200
         assert health.json() == {"status": "ok"}

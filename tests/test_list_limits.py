@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 from lunogram_server.lists.rules import Property, compile_property
 
 
@@ -35,7 +35,7 @@ class HealthProbe:
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.server.root_url, timeout=30) as http:
+        with loopback_client(base_url=self.server.root_url, timeout=30) as http:
             while not self._stop.is_set():
                 start = time.perf_counter()
                 assert http.get("/healthz").status_code == 200

@@ -30,7 +30,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 from lunogram_server.db import open_pool
 from lunogram_server.schedules.scheduler import Scheduler
 
@@ -276,7 +276,7 @@ def test_keys_public_may_schedule_but_only_secret_may_cancel(
     name = uid("s")
     body = {"name": name, "identifier": [ident(external_id)], "scheduled_at": FUTURE}
     route = ROUTES[kind]
-    with httpx.Client(base_url=paused.base_url, timeout=30) as anonymous:
+    with loopback_client(base_url=paused.base_url, timeout=30) as anonymous:
         assert_problem(anonymous.post(route, json=body), 401, "")
         assert_problem(anonymous.request("DELETE", route, json=body), 401, "")
     with paused.client("sk_not_a_key_of_this_server_000000") as wrong:

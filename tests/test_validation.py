@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import Server, ident, uid, wait_until
+from helpers import Server, ident, loopback_client, uid, wait_until
 
 MIB = 1024 * 1024
 BODY_LIMIT = 5 * MIB
@@ -173,7 +173,7 @@ def padded_body(path: str, size: int) -> bytes:
 @pytest.fixture
 def anon(server: Server) -> Iterator[httpx.Client]:
     """A client without any Authorization header."""
-    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+    with loopback_client(base_url=server.base_url, timeout=30) as c:
         yield c
 
 

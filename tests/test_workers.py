@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import PgCluster, Server, free_port, ident, uid, wait_until
+from helpers import PgCluster, Server, answers, free_port, ident, uid, wait_until
 from lunogram_server.db.embedded import EmbeddedPostgres
 
 WORKERS = {"LUNOGRAM_WORKERS": "2"}
@@ -447,10 +447,7 @@ def test_embedded_with_workers_flag_stops_workers_and_postgres(tracker: Tracker)
         def ready() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.root_url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return answers(f"{server.root_url}/readyz")
 
         wait_until(ready, timeout=120, what="embedded server readiness")
         assert "Lunogram is running" in server.log()

@@ -19,7 +19,7 @@ import lunogram
 import psycopg
 import pytest
 
-from helpers import Server, uid, wait_until
+from helpers import Server, loopback_client, uid, wait_until
 
 EVENTS_PATH = b"/api/client/users/events"
 
@@ -182,7 +182,7 @@ def test_without_idempotency_key_the_same_drop_stores_twice(server: Server, prox
     name, user = uid("unkeyed"), uid("user")
     proxy.arm()
     headers = {"Authorization": f"Bearer {server.secret_key}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=proxy.base_url, headers=headers, timeout=30) as raw:
+    with loopback_client(base_url=proxy.base_url, headers=headers, timeout=30) as raw:
         with pytest.raises(httpx.RemoteProtocolError):
             raw.post("/client/users/events", json=_event(name, user))
         assert raw.post("/client/users/events", json=_event(name, user)).status_code == 202  # the naive retry

@@ -14,7 +14,7 @@ import pytest
 from lunogram import ExternalID
 from psycopg.types.json import Jsonb
 
-from helpers import Server, uid
+from helpers import Server, loopback_client, uid
 from lunogram_server.messaging.providers import generate_vapid_keys
 
 P256DH = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"
@@ -269,7 +269,7 @@ def test_get_requests_carry_no_body(server: Server) -> None:
     def record(request: httpx.Request) -> None:
         seen.append(request)
 
-    http = httpx.Client(event_hooks={"request": [record]})
+    http = loopback_client(event_hooks={"request": [record]})
     with lunogram.Client(server.secret_key, base_url=server.base_url, max_retries=0, http_client=http) as client:
         external = uid()
         client.users.inbox.post([{"target": external, "identifier": "m", "channel": "inbox"}])
