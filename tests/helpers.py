@@ -49,7 +49,39 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _port_block() -> range:
+    """This test process's own ports: below the kernel's ephemeral range, one block per xdist worker."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            ephemeral_low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    size = 1500
+    start = 12000 + index * size
+    if start + size > ephemeral_low:  # an unusual range: take what the kernel hands out
+        return range(0)
+    return range(start, start + size)
+
+
+_PORTS = _port_block()
+_NEXT_PORT = itertools.count()
+
+
 def free_port() -> int:
+    """A loopback port nobody listens on. Taken in turn from this process's own block, below the ephemeral
+    range: a port the kernel handed out (bind to 0) could be taken as the source port of any outgoing
+    connection before the test server bound it ("address already in use"), or handed again to the next
+    fake server while a previous test's late retry still aimed at it."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_NEXT_PORT) % len(_PORTS)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

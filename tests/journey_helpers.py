@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from helpers import ident, uid, wait_until
+from helpers import free_port, ident, uid, wait_until
 
 
 def entrance(trigger: dict[str, Any], next_step: str | None) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     state["r"] = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

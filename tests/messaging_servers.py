@@ -316,7 +316,7 @@ class FakeHttpServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         if self.tls:
             self._server.socket = TLS.server_context().wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
