@@ -1014,7 +1014,7 @@ class ApnsServer:
             self._loop = loop
             context = TLS.server_context(alpn=["h2"])
             self._server = loop.run_until_complete(
-                loop.create_server(lambda: _H2Protocol(self), "127.0.0.1", 0, ssl=context)
+                loop.create_server(lambda: _H2Protocol(self), "127.0.0.1", free_port(), ssl=context)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()

@@ -19,7 +19,7 @@ import lunogram
 import psycopg
 import pytest
 
-from helpers import Server, loopback_client, uid, wait_until
+from helpers import Server, free_port, loopback_client, uid, wait_until
 
 EVENTS_PATH = b"/api/client/users/events"
 
@@ -77,7 +77,7 @@ class DroppingProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
         self.armed = False
