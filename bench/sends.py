@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sends.py [--emails 20000] [--campaign 100000] [--sender-tasks 2] [--render-processes 1]
                                     [--batch-size 500] [--connections 16] [--skip-emails] [--skip-campaign]
-                                    [--sink lean|aiosmtpd]
+                                    [--sink lean|aiosmtpd] [--no-chunking]
 
 Starts its own server on a fresh embedded PostgreSQL (one process: API, senders, campaign queuer) and an
 SMTP server on loopback: bench/smtp_sink.py in its own process (`--sink aiosmtpd`: aiosmtpd in this
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--skip-emails", action="store_true")
     parser.add_argument("--skip-campaign", action="store_true")
     parser.add_argument("--sink", choices=["lean", "aiosmtpd"], default="lean")
+    parser.add_argument("--no-chunking", action="store_true", help="the lean sink offers no CHUNKING: DATA only")
     args = parser.parse_args()
     print(machine_speed(), "|", load_average())
     counter: Counter
@@ -273,7 +274,8 @@ def main() -> None:
     else:
         controller = None
         here = os.path.dirname(os.path.abspath(__file__))
-        sink = subprocess.Popen([sys.executable, os.path.join(here, "smtp_sink.py")], stdout=subprocess.PIPE, text=True)
+        command = [sys.executable, os.path.join(here, "smtp_sink.py"), *(["--no-chunking"] if args.no_chunking else [])]
+        sink = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert sink.stdout is not None
         port = int(sink.stdout.readline().split()[1])
         counter = SinkCounter(port)

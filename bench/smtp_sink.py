@@ -3,8 +3,9 @@
     .venv/bin/python bench/smtp_sink.py [--port 0]      # prints "listening <port>" once ready
 
 A real SMTP server over TCP (RFC 5321): EHLO/HELO, MAIL, RCPT, DATA (dot-unstuffed, so the Message-ID read
-is the one sent), RSET, NOOP, QUIT; it advertises PIPELINING (RFC 2920) and answers every complete command
-in the order it came. `XSTATS` answers `250 <messages> <distinct Message-IDs>` for the bench to read.
+is the one sent), BDAT (RFC 3030), RSET, NOOP, QUIT; it advertises PIPELINING (RFC 2920) and CHUNKING
+(`--no-chunking`: not) and answers every complete command in the order it came. `XSTATS` answers
+`250 <messages> <distinct Message-IDs>` for the bench to read.
 
 Why not aiosmtpd, as the tests use: pure Python with a coroutine per command, it spent more CPU per message
 than the server under test, and in the bench's own process it competed with the sender for the two cores
@@ -29,10 +30,14 @@ class Stats:
 
 
 class SinkProtocol(asyncio.Protocol):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, chunking: bool) -> None:
         self.stats = stats
+        self.chunking = chunking
         self.buffer = bytearray()
         self.in_data = False
+        self.chunk_left = 0  # bytes of the current BDAT chunk still to come
+        self.chunk_last = False
+        self.chunks = bytearray()
         self.recipients = 0
         self.sender = False
         self.transport: asyncio.Transport | None = None
@@ -45,6 +50,15 @@ class SinkProtocol(asyncio.Protocol):
         self.buffer += data
         out: list[bytes] = []
         while True:
+            if self.chunk_left:
+                taken = self.buffer[: self.chunk_left]
+                self.chunks += taken
+                del self.buffer[: len(taken)]
+                self.chunk_left -= len(taken)
+                if self.chunk_left:
+                    break
+                out.append(self._chunk_done())
+                continue
             if self.in_data:
                 if self.buffer.startswith(b".\r\n"):  # an empty message
                     body = b""
@@ -75,8 +89,26 @@ class SinkProtocol(asyncio.Protocol):
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
+    def _chunk_done(self) -> bytes:
+        if not self.recipients:  # refused transaction: the chunk is read and dropped
+            self.chunks.clear()
+            return b"554 5.5.1 no valid recipients\r\n"
+        if not self.chunk_last:
+            return b"250 2.0.0 chunk received\r\n"
+        body, self.chunks = bytes(self.chunks), bytearray()
+        self._message(body, stuffed=False)
+        return b"250 2.0.0 accepted\r\n"
+
     def _command(self, line: bytes) -> bytes | None:
         verb = line[:4].upper()
+        if verb == b"BDAT" and self.chunking:
+            size, _, last = line[5:].strip().partition(b" ")
+            if not size.isdigit() or last.strip().upper() not in (b"", b"LAST"):
+                return b"501 5.5.4 Syntax: BDAT <size> [LAST]\r\n"
+            self.chunk_left, self.chunk_last = int(size), bool(last.strip())
+            if self.chunk_left:
+                return b""  # answered once the chunk is in
+            return self._chunk_done()
         if verb == b"MAIL":
             self.sender, self.recipients = True, 0
             return b"250 2.1.0 OK\r\n"
@@ -91,7 +123,8 @@ class SinkProtocol(asyncio.Protocol):
             self.in_data = True
             return b"354 end with <CRLF>.<CRLF>\r\n"
         if verb == b"EHLO":
-            return b"250-sink.bench\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10485760\r\n"
+            chunking = b"250-CHUNKING\r\n" if self.chunking else b""
+            return b"250-sink.bench\r\n250-PIPELINING\r\n" + chunking + b"250-8BITMIME\r\n250 SIZE 10485760\r\n"
         if verb == b"HELO":
             return b"250 sink.bench\r\n"
         if verb == b"RSET":
@@ -105,9 +138,9 @@ class SinkProtocol(asyncio.Protocol):
             return f"250 {self.stats.messages} {len(self.stats.ids)}\r\n".encode()
         return b"500 5.5.2 unknown command\r\n"
 
-    def _message(self, body: bytes) -> None:
+    def _message(self, body: bytes, *, stuffed: bool = True) -> None:
         head = body.split(b"\r\n\r\n", 1)[0]
-        if b"\r\n.." in head or head.startswith(b".."):
+        if stuffed and (b"\r\n.." in head or head.startswith(b"..")):
             head = head.replace(b"\r\n..", b"\r\n.")
             if head.startswith(b".."):
                 head = head[1:]
@@ -117,10 +150,10 @@ class SinkProtocol(asyncio.Protocol):
         self.stats.ids.add(found.group(1).strip() if found else b"")
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, chunking: bool = True) -> None:
     stats = Stats()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SinkProtocol(stats), "127.0.0.1", port, backlog=512)
+    server = await loop.create_server(lambda: SinkProtocol(stats, chunking), "127.0.0.1", port, backlog=512)
     print("listening", server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
@@ -143,13 +176,14 @@ async def stats(port: int) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-chunking", action="store_true", help="do not offer CHUNKING (BDAT): DATA only")
     args = parser.parse_args()
     try:
         import uvloop
 
-        uvloop.run(serve(args.port))
+        uvloop.run(serve(args.port, not args.no_chunking))
     except ImportError:
-        asyncio.run(serve(args.port))
+        asyncio.run(serve(args.port, not args.no_chunking))
 
 
 if __name__ == "__main__":

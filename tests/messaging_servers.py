@@ -1146,15 +1146,59 @@ class _H2Protocol(asyncio.Protocol):
 # -- SMTP ---------------------------------------------------------------------------------------------------
 
 
+class _ChunkingSmtp(SMTPServerProtocol):
+    """aiosmtpd with BDAT (RFC 3030 CHUNKING), which it lacks: a chunk is read whole, whatever the answer
+    (the size says where the next command starts); the last one hands the message to the handler's
+    handle_DATA as DATA would, so one handler serves both."""
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        size, _, last = arg.strip().partition(" ")
+        if not size.isdigit() or last.strip().upper() not in ("", "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        chunk = await self._reader.readexactly(int(size))
+        if await self.check_helo_needed() or await self.check_auth_needed("BDAT"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            self.envelope = self._create_envelope()  # the transaction is over; its bytes are dropped
+            await self.push("554 5.5.1 no valid recipients")
+            return
+        content = bytes(self.envelope.original_content or b"") + chunk
+        self.envelope.original_content = content
+        if not last.strip():
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        self.envelope.content = content
+        setattr(self.envelope, "chunked", True)  # noqa: B010 - an attribute aiosmtpd's Envelope does not declare
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push(status)
+
+
+class _ChunkingController(Controller):
+    def factory(self) -> SMTPServerProtocol:
+        return _ChunkingSmtp(self.handler, **self.SMTP_kwargs)
+
+
 class SmtpServer:
     """aiosmtpd on 127.0.0.1: `security` "none" (plain), "starttls" or "tls" (implicit); with `users`, AUTH
     PLAIN/LOGIN is required and checked (a bad login gets 535, not a hang). With `pipelining` it offers
-    PIPELINING (RFC 2920; aiosmtpd reads commands one line at a time, so it takes them pipelined as well)."""
+    PIPELINING (RFC 2920; aiosmtpd reads commands one line at a time, so it takes them pipelined as well);
+    with `chunking` also CHUNKING (RFC 3030: BDAT)."""
 
-    def __init__(self, *, security: str = "none", users: dict[str, str] | None = None, pipelining: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        security: str = "none",
+        users: dict[str, str] | None = None,
+        pipelining: bool = True,
+        chunking: bool = False,
+    ) -> None:
         self.security = security
         self.users = users
         self.pipelining = pipelining
+        self.chunking = chunking
         self.messages: Recorder[ReceivedEmail] = Recorder()
         self.rejected: set[str] = set()  # recipients refused with 550 at RCPT
         self.sessions = 0  # connections that said EHLO
@@ -1188,6 +1232,8 @@ class SmtpServer:
                 session.host_name = hostname  # type: ignore[attr-defined]
                 if outer.pipelining and len(responses) > 1:
                     responses.insert(1, "250-PIPELINING")
+                if outer.chunking and len(responses) > 1:
+                    responses.insert(1, "250-CHUNKING")
                 return responses
 
             async def handle_RCPT(
@@ -1227,6 +1273,7 @@ class SmtpServer:
                             "raw": content,
                             "content_type": parsed.get_content_type(),
                             "authenticated": bool(getattr(session, "authenticated", False)),
+                            "chunked": bool(getattr(envelope, "chunked", False)),  # came by BDAT
                         },
                     )
                 )
@@ -1255,7 +1302,7 @@ class SmtpServer:
             options.update(tls_context=TLS.server_context(), require_starttls=True)
         elif self.security == "tls":
             options.update(ssl_context=TLS.server_context(), server_hostname="127.0.0.1")
-        self._controller = Controller(Handler(), **options)
+        self._controller = (_ChunkingController if self.chunking else Controller)(Handler(), **options)
         self._controller.start()
         return self
 

@@ -207,9 +207,16 @@ async def test_smtp_bad_password_is_a_failed_outcome_not_a_hang() -> None:
         assert len(server.messages) == 0
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-async def test_smtp_answers_map_to_outcomes(pipelining: bool) -> None:
-    with SmtpServer(pipelining=pipelining) as server:
+SMTP_MODES = {
+    "one command at a time": {"pipelining": False},
+    "pipelining": {"pipelining": True},
+    "pipelining and chunking": {"pipelining": True, "chunking": True},
+}
+
+
+@pytest.mark.parametrize("mode", SMTP_MODES)
+async def test_smtp_answers_map_to_outcomes(mode: str) -> None:
+    with SmtpServer(**SMTP_MODES[mode]) as server:
         provider = smtp_provider(server)
         try:
             server.rejected.add("gone@example.com")
@@ -227,13 +234,37 @@ async def test_smtp_answers_map_to_outcomes(pipelining: bool) -> None:
             assert not refused.permanent_address_problem, refused
             fine = await provider.send(email())
             assert fine.status == "sent"
-            assert len(server.wait_for(1)) == 1
+            [received] = server.wait_for(1)
+            assert received.extra["chunked"] == ("chunking" in mode)
+            assert server.sessions == 1, "every refusal left the connection usable"
         finally:
             await provider.aclose()
 
 
-async def test_smtp_reuses_its_connection_and_survives_the_server_closing_it() -> None:
-    server = SmtpServer().start()
+@pytest.mark.parametrize("mode", SMTP_MODES)
+async def test_smtp_body_arrives_as_written(mode: str) -> None:
+    """Lines that start with a dot (DATA doubles them, BDAT sends them as they are), bare line ends, a body
+    without a final line end, and a long run of messages on one connection: each arrives as written."""
+    text = ".leading dot\n..two dots\n.\nlone dot above\r\nlast line without its end"
+    with SmtpServer(**SMTP_MODES[mode]) as server:
+        provider = smtp_provider(server)
+        try:
+            sent = [await provider.send(email(text=text, html=None, subject=f"n{i}")) for i in range(20)]
+            assert all(outcome.status == "sent" for outcome in sent), sent
+            received = server.wait_for(20)
+            assert [r.subject for r in received] == [f"n{i}" for i in range(20)]
+            for r in received:
+                assert r.text is not None
+                assert r.text.replace("\r\n", "\n").rstrip("\n") == text.replace("\r\n", "\n")
+                assert r.extra["chunked"] == ("chunking" in mode)
+            assert server.sessions == 1
+        finally:
+            await provider.aclose()
+
+
+@pytest.mark.parametrize("chunking", [False, True])
+async def test_smtp_reuses_its_connection_and_survives_the_server_closing_it(chunking: bool) -> None:
+    server = SmtpServer(chunking=chunking).start()
     provider = smtp_provider(server)
     try:
         for _ in range(5):

@@ -6,6 +6,10 @@ bench/sends.py (docs/performance.md, "Messaging"):
 - PIPELINING (RFC 2920): when the server offers it, MAIL, RCPT and DATA go in one write and their three
   replies come back together, then the body: two round trips a message instead of four. A server that does
   not offer it gets one command at a time, as RFC 5321 asks.
+- CHUNKING (RFC 3030) with PIPELINING: MAIL, RCPT and `BDAT <size> LAST` with the message itself go in one
+  write, and the three replies come back together: one round trip a message, and the body is sent as it
+  is, without the dot-stuffing DATA needs. The server reads exactly <size> bytes whatever it answers, so a
+  refused recipient costs the transaction, not the connection. Postfix, Exchange and Gmail offer it.
 - CPU: the general client cost about a fifth of the sender's process (a coroutine, a lock and a timer per
   command, line endings rewritten with a regular expression); here a message is two writes and two waits.
 
@@ -106,6 +110,7 @@ class _Protocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._lines: list[bytes] = []
         self._replies: collections.deque[Reply] = collections.deque()
+        self.received = 0  # replies read so far
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
 
@@ -140,6 +145,7 @@ class _Protocol(asyncio.Protocol):
                     return
                 text = "\n".join(part[4:].decode("utf-8", "replace").strip() for part in lines)
                 self._replies.append(Reply(code, text))
+                self.received += 1
         del self._buffer[:start]
         if len(self._buffer) + sum(len(line) for line in self._lines) > _MAX_REPLY_BYTES:
             self._fail(SmtpDisconnected("the server's reply is too long"))
@@ -200,6 +206,7 @@ class _Connection:
         self.extensions = extensions
         self.timeout = timeout
         self.pipelining = "pipelining" in extensions
+        self.chunking = self.pipelining and "chunking" in extensions
 
     @property
     def is_connected(self) -> bool:
@@ -265,6 +272,8 @@ class _Connection:
             if _CONTROL.search(value) or "<" in value or ">" in value:
                 return Outcome.failed(f"message.{name}: {value!r} is not an address SMTP can carry")
         protocol, timeout = self.protocol, self.timeout
+        if self.chunking:
+            return await self._deliver_chunked(mail, raw, message_id, utf8)
         commands = [
             f"MAIL FROM:<{mail.from_address}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(),
             f"RCPT TO:<{mail.to}>\r\n".encode(),
@@ -299,6 +308,37 @@ class _Connection:
         except SmtpDisconnected as exc:
             raise _Gone(exc, before_body=False) from exc
         if done.code != 250:
+            return _reply_outcome(done, address=False)
+        return Outcome.sent(mail.message_id(message_id))
+
+    async def _deliver_chunked(self, mail: Email, raw: bytes, message_id: str, utf8: bool) -> Outcome:
+        """MAIL, RCPT and BDAT LAST with the message, in one write (RFC 3030 with RFC 2920). A server whose
+        RCPT refused the recipient answers the BDAT with an error and drops its bytes (RFC 3030 2)."""
+        protocol, timeout = self.protocol, self.timeout
+        body = _crlf(raw)  # nothing else changes: no dot-stuffing, no final dot
+        received = protocol.received
+        try:
+            protocol.write(
+                b"".join(
+                    (
+                        f"MAIL FROM:<{mail.from_address}>{' SMTPUTF8' if utf8 else ''}\r\n".encode(),
+                        f"RCPT TO:<{mail.to}>\r\nBDAT {len(body)} LAST\r\n".encode(),
+                        body,
+                    )
+                )
+            )
+            sender, recipient, done = await protocol.replies(3, timeout)
+        except SmtpDisconnected as exc:
+            # no reply at all for this transaction: the server took nothing (a kept connection it had closed)
+            raise _Gone(exc, before_body=protocol.received == received) from exc
+        if sender.code != 250:
+            await self._abort(False)
+            return _reply_outcome(sender, address=False)
+        if recipient.code not in (250, 251):
+            await self._abort(False)
+            return _reply_outcome(recipient)
+        if done.code != 250:
+            await self._abort(False)
             return _reply_outcome(done, address=False)
         return Outcome.sent(mail.message_id(message_id))
 
@@ -364,18 +404,22 @@ async def _authenticate(
         raise SmtpRefused(reply, "authentication failed")
 
 
-def _data_payload(raw: bytes) -> bytes:
-    """The message as DATA sends it: CRLF line ends, lines starting with a dot doubled, the final dot.
-    to_bytes already writes CRLF only: counting is the cheap check, the rewrite is for anything else."""
+def _crlf(raw: bytes) -> bytes:
+    """CRLF line ends only, ending with one. to_bytes already writes CRLF only: counting is the cheap check,
+    the rewrite is for anything else."""
     crlf = raw.count(b"\r\n")
     if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
         raw = _LONE_LINE_END.sub(b"\r\n", raw)
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def _data_payload(raw: bytes) -> bytes:
+    """The message as DATA sends it: CRLF line ends, lines starting with a dot doubled, the final dot."""
+    raw = _crlf(raw)
     if b"\n." in raw:
         raw = raw.replace(b"\n.", b"\n..")
     if raw.startswith(b"."):
         raw = b"." + raw
-    if not raw.endswith(b"\r\n"):
-        raw += b"\r\n"
     return raw + b".\r\n"
 
 
