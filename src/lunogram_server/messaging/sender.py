@@ -243,11 +243,7 @@ class Sender:
             if message.group_id is None and message.marketing:
                 key = (message.project_id, message.channel)
                 if key not in defaults:
-                    row = await (
-                        await conn.execute(Q["default_group"], {"project_id": key[0], "channel": key[1]})
-                    ).fetchone()
-                    assert row is not None  # an upsert returns its row
-                    defaults[key] = row[0]
+                    defaults[key] = await _default_group(conn, *key)
                 message.group_id = defaults[key]
         groups, choices = await _groups(conn, claimed)
         settings = await _settings(conn, list(by_project))
@@ -511,6 +507,16 @@ def _address(channel: str, person: Person) -> str | None:
     if channel == "webhook":
         return "webhook"
     return None
+
+
+async def _default_group(conn: AsyncConnection[Any], project_id: UUID, channel: str) -> UUID:
+    params = {"project_id": project_id, "channel": channel}
+    for query in ("default_group", "make_default_group", "default_group"):  # read; make; made meanwhile: read
+        row = await (await conn.execute(Q[query], params)).fetchone()
+        if row is not None:
+            found: UUID = row[0]
+            return found
+    raise RuntimeError(f"the default {channel} subscription group of project {project_id} was deleted as it was made")
 
 
 async def _groups(

@@ -153,11 +153,17 @@ FROM message_outbox AS m WHERE m.project_id = %(project_id)s AND m.user_id = %(u
 ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
 
 -- name: default_group
--- The group a marketing message without one counts under: one per project and channel, made when first
--- needed, so that its unsubscribe link means something and later sends respect it.
+-- The group a marketing message without one counts under: one per project and channel, so that its
+-- unsubscribe link means something and later sends respect it. Read without a lock: an upsert that
+-- touched the row (DO UPDATE) locked it until the sender's transaction ended, and the senders' batches,
+-- each holding its transaction through its render, took turns on that one row (bench/sends.py).
+SELECT id FROM subscription_groups WHERE project_id = %(project_id)s AND name = %(channel)s || ' (default)'
+
+-- name: make_default_group
+-- Made when first needed; a sender that made it at the same moment leaves it to the other (read again).
 INSERT INTO subscription_groups (project_id, name, channel, kind)
 VALUES (%(project_id)s, %(channel)s || ' (default)', %(channel)s, 'marketing')
-ON CONFLICT (project_id, name) DO UPDATE SET updated_at = subscription_groups.updated_at
+ON CONFLICT (project_id, name) DO NOTHING
 RETURNING id
 
 -- name: delivered_in_place
