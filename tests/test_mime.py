@@ -16,7 +16,13 @@ from lunogram_server.messaging.providers.mail import Email, to_bytes, to_mime
 # (header values never hold a line break of any kind: templates flatten subjects, `prepare` refuses them)
 BREAKS = "\x00\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 line = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=BREAKS), max_size=200)
-body = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=2000)
+# any text, and printable ASCII in lines of any length (sent as it is, 7bit, when its lines are short enough)
+ascii_piece = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40) | st.sampled_from(
+    ["\t", "\r", "\n", "\r\n", "x" * 500]
+)
+body = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=2000) | st.lists(
+    ascii_piece, max_size=40
+).map("".join)
 url = st.from_regex(r"\Ahttps://[a-z]{1,20}\.example/[a-zA-Z0-9._~-]{0,80}\Z")
 
 
@@ -86,3 +92,15 @@ def test_the_fast_builder_makes_the_message_the_email_package_makes(
 
 def _words(value: str) -> str:
     return " ".join(value.split())
+
+
+def test_a_part_goes_as_it_is_when_it_can_and_quoted_printable_when_not() -> None:
+    def encoding(html: str) -> str:
+        mail = Email("news@shop.example", None, None, "someone@mail.example", "s", html, None, {})
+        [part] = parsed(to_bytes(mail, "m1")).walk()
+        return str(part["Content-Transfer-Encoding"])
+
+    assert encoding("<p>Hello\n<a href='https://shop.example/?a=1&b=2'>shop</a></p>\n") == "7bit"
+    assert encoding("<p>Grüße</p>") == "quoted-printable"  # not ASCII
+    assert encoding("<p>" + "x" * 1000 + "</p>") == "quoted-printable"  # a line too long to carry
+    assert encoding("<p>\x0bvertical tab</p>") == "quoted-printable"  # a control character
