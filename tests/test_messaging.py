@@ -217,6 +217,53 @@ def test_one_click_unsubscribe_stops_the_next_marketing_send(
     assert message_when(mc, sent["id"], "sent")["status"] == "sent"
 
 
+def test_a_frequency_cap_holds_when_senders_decide_at_the_same_moment(
+    server_factory: Callable[..., Server], smtp: SmtpServer
+) -> None:
+    """Four senders taking one message each: eight sends to one user, decided concurrently, with a cap of two
+    a day. Counting only what was sent let a send decided while another was in flight through too."""
+    racing = server_factory(
+        extra_env={
+            "LUNOGRAM_SENDER_TASKS": "4",
+            "LUNOGRAM_SEND_BATCH_SIZE": "1",
+            "LUNOGRAM_SEND_POLL_SECONDS": "0.05",
+            "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.1",
+            "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        }
+    )
+    with racing.client() as client:
+        provider = {
+            "name": uid("smtp"),
+            "kind": "smtp",
+            "config": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "news@shop.example"},
+        }
+        assert client.post("/admin/providers", json=provider).status_code == 201
+        caps = {"frequency_caps": {"email": {"count": 2, "period_seconds": 86400}}}
+        assert client.put("/admin/messaging/settings", json=caps).status_code == 200
+        steps = {
+            "start": entrance({"kind": "api"}, "mail"),
+            "mail": {"type": "send", "channel": "email", "template_id": template(client)["id"]},
+        }
+        journey = make_journey(client, steps, reentry="always")
+        external_id, user_id = user(client)
+        for n in range(8):
+            entered = client.post(
+                f"/admin/journeys/{journey['id']}/entrances", json={"identifier": [ident(external_id)], "key": f"k{n}"}
+            )
+            assert entered.status_code in (200, 201, 202), entered.text
+        settled = wait_until(
+            lambda: (
+                (found := [m["status"] for m in client.get(f"/admin/users/{user_id}/messages").json()])
+                and len(found) == 8
+                and all(status in ("sent", "skipped") for status in found)
+                and found
+            ),
+            what="eight messages settled",
+        )
+    assert sorted(settled) == ["sent"] * 2 + ["skipped"] * 6
+    assert len(mail_to(smtp, f"{external_id}@mail.example", 2)) == 2
+
+
 def test_quiet_hours_defer_and_frequency_caps_hold_across_journeys(
     mc: httpx.Client, smtp: SmtpServer, mail_provider: dict[str, Any], mserver: Server
 ) -> None:

@@ -568,18 +568,28 @@ async def _settings(conn: AsyncConnection[Any], projects: list[UUID]) -> dict[UU
 async def _recent_counts(
     conn: AsyncConnection[Any], messages: list[Claimed], settings: dict[UUID, Rules], now: datetime
 ) -> dict[tuple[UUID, str], int]:
+    """(user, channel) -> marketing messages sent within the cap's period or on their way, for the
+    batch's capped messages. Takes the capped channels' locks first (outbox.sql lock_capped)."""
     wanted: dict[tuple[str, int], set[UUID]] = defaultdict(set)
+    locks: set[str] = set()
     for message in messages:
         rules = settings.get(message.project_id)
         cap = rules.caps.get(message.channel) if rules is not None else None
         if cap is not None and message.marketing:
             wanted[(message.channel, cap[1])].add(message.user_id)
+            locks.add(f"{message.project_id}:{message.channel}")
     counts: dict[tuple[UUID, str], int] = {}
+    if not wanted:
+        return counts
+    await conn.execute(Q["lock_capped"], {"keys": sorted(locks)})
+    ids = [m.id for m in messages]
     for (channel, period), users in wanted.items():
         since = now - timedelta(seconds=period)
-        cursor = await conn.execute(Q["sent_recently"], {"users": list(users), "channel": channel, "since": since})
+        cursor = await conn.execute(
+            Q["sent_recently"], {"users": list(users), "channel": channel, "since": since, "ids": ids}
+        )
         for user_id, count in await cursor.fetchall():
-            counts[(user_id, channel)] = int(count)
+            counts[(user_id, channel)] = counts.get((user_id, channel), 0) + int(count)
     return counts
 
 

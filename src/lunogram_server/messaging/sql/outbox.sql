@@ -35,10 +35,22 @@ WHERE (project_id, channel, address) IN (SELECT * FROM unnest(%(projects)s::uuid
 SELECT project_id, quiet_start, quiet_end, timezone, frequency_caps FROM messaging_settings
 WHERE project_id = ANY (%(ids)s::uuid[])
 
+-- name: lock_capped
+-- Deciding marketing sends of a channel with a frequency cap is one sender at a time per project and
+-- channel (`keys`: 'project:channel', sorted, so two senders take them in the same order), until the
+-- batch's transaction ends: two senders deciding at once would each count the other's sends as not made.
+SELECT pg_advisory_xact_lock(hashtextextended('cap:' || k, 0)) FROM unnest(%(keys)s::text[]) AS k ORDER BY k
+
 -- name: sent_recently
--- Marketing messages sent to these users on this channel since `since` (frequency caps).
+-- Marketing messages to these users on this channel sent since `since`, or on their way (marked `sending`
+-- by another batch, not `ids`: this batch's own, claimed again after a lease ran out), for frequency caps.
 SELECT user_id, count(*) FROM message_outbox
 WHERE user_id = ANY (%(users)s::uuid[]) AND channel = %(channel)s AND marketing AND sent_at > %(since)s
+GROUP BY user_id
+UNION ALL
+SELECT user_id, count(*) FROM message_outbox
+WHERE user_id = ANY (%(users)s::uuid[]) AND channel = %(channel)s AND marketing AND status = 'sending'
+  AND sent_at IS NULL AND id <> ALL (%(ids)s::uuid[])
 GROUP BY user_id
 
 -- name: mark_sending
