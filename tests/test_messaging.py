@@ -22,18 +22,22 @@ from journey_helpers import entrance, make_journey, path, run_in, wait_for_run
 from messaging_servers import TLS, ApnsServer, SendgridServer, SmtpServer, WebPushServer
 
 
+def messaging_env(**overrides: str) -> dict[str, str]:
+    """A messaging test server's settings: quick polls and retries, an encryption key for provider secrets."""
+    return {
+        "LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "LUNOGRAM_SEND_POLL_SECONDS": "0.2",
+        "LUNOGRAM_SEND_RETRY_BASE_SECONDS": "0.05",
+        "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2",
+        "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SSL_CERT_FILE": str(TLS.cert_file),  # trusts the loopback push services' test certificate
+        **overrides,
+    }
+
+
 @pytest.fixture(scope="module")
 def mserver(server_factory: Callable[..., Server]) -> Server:
-    return server_factory(
-        extra_env={
-            "LUNOGRAM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "LUNOGRAM_SEND_POLL_SECONDS": "0.2",
-            "LUNOGRAM_SEND_RETRY_BASE_SECONDS": "0.05",
-            "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.2",
-            "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-            "SSL_CERT_FILE": str(TLS.cert_file),  # trusts the loopback push services' test certificate
-        }
-    )
+    return server_factory(extra_env=messaging_env())
 
 
 @pytest.fixture
@@ -223,13 +227,12 @@ def test_a_frequency_cap_holds_when_senders_decide_at_the_same_moment(
     """Four senders taking one message each: eight sends to one user, decided concurrently, with a cap of two
     a day. Counting only what was sent let a send decided while another was in flight through too."""
     racing = server_factory(
-        extra_env={
-            "LUNOGRAM_SENDER_TASKS": "4",
-            "LUNOGRAM_SEND_BATCH_SIZE": "1",
-            "LUNOGRAM_SEND_POLL_SECONDS": "0.05",
-            "LUNOGRAM_JOURNEY_POLL_SECONDS": "0.1",
-            "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-        }
+        extra_env=messaging_env(
+            LUNOGRAM_SENDER_TASKS="4",
+            LUNOGRAM_SEND_BATCH_SIZE="1",
+            LUNOGRAM_SEND_POLL_SECONDS="0.05",
+            LUNOGRAM_JOURNEY_POLL_SECONDS="0.1",
+        )
     )
     with racing.client() as client:
         provider = {
