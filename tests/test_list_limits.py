@@ -52,12 +52,21 @@ class HealthProbe:
 
 
 def timed_import(server: Server, client: httpx.Client, list_id: str, text: bytes) -> tuple[httpx.Response, float]:
-    with HealthProbe(server) as probe:
-        counted = len(probe.seconds)
-        response = post_csv(client, list_id, text)
-        # the probe answered during the import: its slowest answer then is what the import cost others
-        wait_until(lambda: len(probe.seconds) > counted + 2, what="healthz after the import")
-    return response, max(probe.seconds[counted:])
+    """The import's answer, and the slowest /healthz answer while it ran. Measured a second time when the
+    first is over 100 ms: with the whole suite on two cores, one answer in a few hundred was once delayed to
+    107 ms by the machine (quiet, the slowest is 25-40 ms); an import that stalls the event loop (seconds,
+    as before the fix) is slow both times."""
+    slowest = 0.0
+    for _ in range(2):
+        with HealthProbe(server) as probe:
+            counted = len(probe.seconds)
+            response = post_csv(client, list_id, text)
+            # the probe answered during the import: its slowest answer then is what the import cost others
+            wait_until(lambda at=counted: len(probe.seconds) > at + 2, what="healthz after the import")
+        slowest = max(probe.seconds[counted:])
+        if slowest < 0.1:
+            break
+    return response, slowest
 
 
 def test_a_40000_column_header_is_refused_fast_and_healthz_answers(server: Server, client: httpx.Client) -> None:
