@@ -1,6 +1,6 @@
 """Email sends: how fast one server process renders and sends through the outbox to an SMTP server.
 
-    .venv/bin/python bench/sends.py [--emails 20000] [--campaign 100000] [--sender-tasks N] [--render-processes 1]
+    .venv/bin/python bench/sends.py [--emails 20000] [--campaign 100000] [--sender-tasks 2] [--render-processes 1]
                                     [--batch-size 500] [--connections 16] [--skip-emails] [--skip-campaign]
                                     [--sink lean|aiosmtpd] [--no-chunking]
 
@@ -252,7 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=20_000)
     parser.add_argument("--campaign", type=int, default=100_000)
-    parser.add_argument("--sender-tasks", type=int, help="LUNOGRAM_SENDER_TASKS (default: the server's)")
+    parser.add_argument("--sender-tasks", type=int, default=2, help="LUNOGRAM_SENDER_TASKS")
     parser.add_argument("--render-processes", type=int, default=1, help="LUNOGRAM_RENDER_PROCESSES (0: a thread)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--connections", type=int, default=16)
@@ -281,13 +281,12 @@ def main() -> None:
         counter = SinkCounter(port)
         roots["smtp sink"] = sink.pid
     env = {
+        "LUNOGRAM_SENDER_TASKS": str(args.sender_tasks),
         "LUNOGRAM_RENDER_PROCESSES": str(args.render_processes),
         "LUNOGRAM_SEND_BATCH_SIZE": str(args.batch_size),
         "LUNOGRAM_SEND_POLL_SECONDS": "0.2",
         "LUNOGRAM_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
-    if args.sender_tasks is not None:
-        env["LUNOGRAM_SENDER_TASKS"] = str(args.sender_tasks)
     try:
         with bench_server(env) as server, psycopg.connect(server.database_url or "", autocommit=True) as conn:
             server.pids.update(roots)

@@ -100,7 +100,7 @@ class JourneySettings:
 class MessagingSettings:
     """The senders and campaigns (messaging/sender.py, messaging/campaigns.py)."""
 
-    sender_tasks: int = 2
+    sender_tasks: int = 1
     batch_size: int = 500
     poll_seconds: float = 1.0
     lease_seconds: float = 60.0
@@ -292,7 +292,7 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "the server's address as recipients reach it, for links in messages (unsubscribe, tracking); "
         "unset: the listen address",
     ),
-    ("LUNOGRAM_SENDER_TASKS", "2", "message sender tasks per process with the worker role (0: none)"),
+    ("LUNOGRAM_SENDER_TASKS", "1", "message sender tasks per process with the worker role (0: none)"),
     ("LUNOGRAM_SEND_BATCH_SIZE", "500", "messages a sender claims, renders and sends per batch"),
     ("LUNOGRAM_SEND_POLL_SECONDS", "1", "how often an idle sender looks for due messages (new ones wake it)"),
     (
